@@ -1,0 +1,1 @@
+"""The YAML catalog (papers/ and datasets/), shipped in the wheel as package data."""

@@ -1,0 +1,1 @@
+"""Command-line interface (typer). Each ``*_cmds`` module adds its commands to ``main.app``."""

@@ -1,0 +1,5 @@
+"""data commands (filled in by the data work)."""
+
+from __future__ import annotations
+
+from stfcat.cli.main import app  # noqa: F401

@@ -1,0 +1,5 @@
+"""run commands (filled in by the run work)."""
+
+from __future__ import annotations
+
+from stfcat.cli.main import app  # noqa: F401

@@ -1,0 +1,5 @@
+"""site commands (filled in by the site work)."""
+
+from __future__ import annotations
+
+from stfcat.cli.main import app  # noqa: F401

@@ -1,0 +1,9 @@
+"""Model interface and registry (deep models live in ``code/``, importable as ``stfcat_zoo``)."""
+
+from .base import Batch, Budget, FusionModel, OptimSpec, Recipe, Stage, count_parameters
+from .registry import ModelInfo, UnknownModelError, create_model, list_models, model_info, register_model
+
+__all__ = [
+    "Batch", "Budget", "FusionModel", "ModelInfo", "OptimSpec", "Recipe", "Stage", "UnknownModelError",
+    "count_parameters", "create_model", "list_models", "model_info", "register_model",
+]

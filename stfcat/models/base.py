@@ -1,0 +1,128 @@
+"""The one interface every runnable fusion method implements.
+
+Tensor contract (see also the conventions page):
+
+* A *batch* is a ``dict[str, Tensor]`` with keys ``f1``, ``c1``, ``c2`` (one reference pair) and,
+  for two-reference methods, ``f3``, ``c3``. Every tensor is ``(N, B, H, W)`` float32 surface
+  reflectance (the dataset's scale factor already applied, so typically 0..1), and coarse images
+  are already resampled onto the fine grid (``ratio`` tells a model how many fine pixels one
+  coarse pixel spans, for models that work on the native coarse grid internally).
+* ``forward(batch)`` returns the fine prediction at the target date, ``(N, B, H, W)``.
+* Training is described by :class:`Stage` objects: the engine runs them in order. A stage either
+  gives a ``loss(batch, target)`` (the engine does backward and the optimiser step) or a custom
+  ``step(batch, target, optimizers)`` (GANs: the model does its own backward passes).
+  At test time the engine always calls ``forward``: a staged model must return the fusion
+  network's prediction there, never an auxiliary network's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+Batch = dict[str, Tensor]
+
+
+@dataclass
+class OptimSpec:
+    """Optimiser and learning-rate schedule, as published."""
+
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: Literal["none", "step", "plateau", "cosine", "exponential"] = "none"
+    scheduler_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Budget:
+    """How long to train: epochs of ``steps_per_epoch`` random patches of ``patch`` fine pixels."""
+
+    epochs: int
+    patch: int
+    batch: int
+    steps_per_epoch: int = 50
+
+
+@dataclass
+class Recipe:
+    """Training recipe of a model: the paper's optimiser, a quick budget (the default of
+    ``stfcat run``) and the paper's full budget (``stfcat run --full-recipe``)."""
+
+    optim: OptimSpec
+    quick: Budget
+    paper: Budget
+    notes: str = ""
+
+
+@dataclass
+class Stage:
+    """One training stage. ``params`` defaults to all parameters of the model that require grad.
+
+    ``share`` is the fraction of the epoch budget the stage gets. ``optimizers`` maps names to
+    ``(params, OptimSpec)`` for custom steps (e.g. ``{"g": ..., "d": ...}``); plain stages use the
+    recipe's optimiser on ``params``.
+    """
+
+    name: str
+    loss: Callable[[Batch, Tensor], Tensor] | None = None
+    step: Callable[[Batch, Tensor, dict[str, torch.optim.Optimizer]], dict[str, float]] | None = None
+    params: Iterable[nn.Parameter] | None = None
+    optimizers: dict[str, tuple[Iterable[nn.Parameter], OptimSpec]] | None = None
+    share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.loss is None) == (self.step is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of 'loss' or 'step'")
+
+
+class FusionModel(nn.Module):
+    """Base class of every registered method (deep, classical, trivial).
+
+    Subclasses set ``n_refs`` (1 or 2) and ``trainable``, take ``bands`` and ``ratio`` in
+    ``__init__`` and implement ``forward``. ``halo`` is the context (fine pixels) a prediction
+    needs on each side: the tiled whole-scene predictor overlaps tiles by at least this much.
+    """
+
+    n_refs: ClassVar[int] = 1
+    trainable: ClassVar[bool] = True
+    halo: int = 16
+    min_size: int = 32
+    """Smallest tile side (fine pixels) the model accepts, e.g. for pooling/downsampling depth."""
+
+    def __init__(self, bands: int = 6, ratio: int = 16) -> None:
+        super().__init__()
+        if bands < 1:
+            raise ValueError(f"bands must be >= 1, got {bands}")
+        if ratio < 1:
+            raise ValueError(f"ratio must be >= 1, got {ratio}")
+        self.bands = bands
+        self.ratio = ratio
+
+    def forward(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, batch: Batch, target: Tensor) -> Tensor:
+        """Default training loss: MSE of the prediction."""
+        return nn.functional.mse_loss(self(batch), target)
+
+    def stages(self) -> list[Stage]:
+        """Training stages in order; the default is one stage optimising ``loss``."""
+        return [Stage("fusion", loss=self.loss)]
+
+    def config(self) -> dict[str, Any]:
+        """What a checkpoint records to rebuild this model."""
+        return {"bands": self.bands, "ratio": self.ratio}
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+REQUIRED_KEYS = {1: ("f1", "c1", "c2"), 2: ("f1", "c1", "f3", "c3", "c2")}

@@ -1,0 +1,107 @@
+"""timm-style model registry: ``@register_model``, ``create_model``, ``list_models``.
+
+Methods register themselves when their module is imported. Discovery imports
+:mod:`stfcat.models.trivial` and every module of the ``stfcat_zoo`` package (the repository's
+``code/`` folder), so adding a model is one module in ``code/`` plus its catalog entry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .base import FusionModel, Recipe
+
+_REGISTRY: dict[str, ModelInfo] = {}
+_DISCOVERED = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    cls: type[FusionModel]
+    paper: str | None
+    family: str
+    n_refs: int
+    trainable: bool
+    recipe: Recipe | None
+    params: int | None
+    description: str
+
+
+class UnknownModelError(KeyError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        super().__init__(f"unknown model {name!r}.{hint} See `stfcat list models`.")
+        self.name = name
+        self.suggestions = close
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return self.args[0]
+
+
+def register_model(
+    name: str,
+    *,
+    paper: str | None,
+    family: str,
+    params: int | None = None,
+    recipe: Recipe | None = None,
+) -> Callable[[type[FusionModel]], type[FusionModel]]:
+    """Class decorator. ``params`` is the canonical trainable-parameter count (6 bands, the
+    paper's widths), asserted by the test suite."""
+
+    def wrap(cls: type[FusionModel]) -> type[FusionModel]:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"model id {name!r} registered twice ({_REGISTRY[name].cls} and {cls})")
+        if cls.trainable and recipe is None:
+            raise ValueError(f"trainable model {name!r} needs a training recipe")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelInfo(
+            id=name,
+            cls=cls,
+            paper=paper,
+            family=family,
+            n_refs=cls.n_refs,
+            trainable=cls.trainable,
+            recipe=recipe,
+            params=params,
+            description=doc[0] if doc else "",
+        )
+        return cls
+
+    return wrap
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    importlib.import_module("stfcat.models.trivial")
+    zoo = importlib.import_module("stfcat_zoo")
+    for mod in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"stfcat_zoo.{mod.name}")
+
+
+def list_models(family: str | None = None) -> list[str]:
+    _discover()
+    return sorted(k for k, v in _REGISTRY.items() if family is None or v.family == family)
+
+
+def model_info(name: str) -> ModelInfo:
+    _discover()
+    if name not in _REGISTRY:
+        raise UnknownModelError(name, sorted(_REGISTRY))
+    return _REGISTRY[name]
+
+
+def create_model(name: str, bands: int = 6, ratio: int = 16, **overrides) -> FusionModel:
+    """Build a registered model; ``overrides`` go to the model's constructor."""
+    info = model_info(name)
+    return info.cls(bands=bands, ratio=ratio, **overrides)

@@ -1,0 +1,243 @@
+"""Pydantic v2 schemas of the catalog: one ``Paper`` per ``catalog/papers/<id>.yaml`` and one
+``Dataset`` per ``catalog/datasets/<id>.yaml``.
+
+Unknown keys are errors everywhere (``extra="forbid"``) so a typo in a YAML file never passes
+silently. Cross-file checks (ids equal file names, unique DOIs, references that resolve) live in
+:mod:`stfcat.catalog`, which reports every problem at once with ``file:line``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_id(value: str) -> str:
+    if not ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a lower-case slug (a-z, 0-9, '-'; e.g. 'mlff-gan')")
+    return value
+
+
+def _check_doi(value: str) -> str:
+    if value.lower().startswith(("http://", "https://", "doi:")):
+        raise ValueError(f"{value!r}: write the bare DOI (10.NNNN/...), without a resolver prefix")
+    if not DOI_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a DOI of the form 10.NNNN/suffix")
+    return value
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _check_date(value: str) -> str:
+    try:
+        _dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"date {value!r} is not YYYY-MM-DD") from exc
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"date {value!r} is not YYYY-MM-DD")
+    return value
+
+
+def _check_year(value: int) -> int:
+    last = _dt.date.today().year + 1
+    if not 1990 <= value <= last:
+        raise ValueError(f"year {value} is outside 1990..{last}")
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_check_id)]
+Doi = Annotated[str, AfterValidator(_check_doi)]
+Url = Annotated[str, AfterValidator(_check_url)]
+Year = Annotated[int, AfterValidator(_check_year)]
+IsoDate = Annotated[str, AfterValidator(_check_date)]
+
+
+class _Strict(BaseModel):
+    # coerce_numbers_to_str: `volume: 126` in YAML is an int; the schema keeps such fields as text.
+    model_config = ConfigDict(
+        extra="forbid", frozen=False, str_strip_whitespace=True, coerce_numbers_to_str=True
+    )
+
+
+class Category(str, Enum):
+    survey = "survey"
+    cnn = "cnn"
+    transformer = "transformer"
+    gan = "gan"
+    diffusion = "diffusion"
+    sequence = "sequence"
+    other = "other"
+    classical = "classical"
+
+
+class Task(str, Enum):
+    """What is fused. ``reflectance`` is the classic fine/coarse surface-reflectance case."""
+
+    reflectance = "reflectance"
+    land_surface_temperature = "land-surface-temperature"
+    sea_surface_temperature = "sea-surface-temperature"
+    ocean = "ocean"  # subsurface thermohaline structure, ENSO indices, ...
+    precipitation = "precipitation"
+    air_quality = "air-quality"
+    traffic = "traffic"
+    soil_freeze_thaw = "soil-freeze-thaw"
+    parcel_delineation = "parcel-delineation"
+    pansharpening = "pansharpening"  # spatio-temporal-spectral fusion of one platform
+    review = "review"  # surveys
+
+
+class DatasetGroup(str, Enum):
+    earth_observation = "earth-observation"
+    ocean_meteorological = "ocean-meteorological"
+    multi_source = "multi-source"
+    synthetic = "synthetic"
+
+
+class Implementation(_Strict):
+    """Where the method runs in stfcat: a registered model id, or why not."""
+
+    model: Slug | None = Field(None, description="registered model id in code/ (stfcat list models)")
+    reason: str | None = Field(None, description="why there is no implementation (required when model is null)")
+    notes: list[str] = Field(default_factory=list, description="deviations from the paper / official code")
+
+    @model_validator(mode="after")
+    def _model_or_reason(self) -> Implementation:
+        if self.model is None and not self.reason:
+            raise ValueError("give either 'model' (a registered id) or a 'reason' for having none")
+        return self
+
+
+class Paper(_Strict):
+    id: Slug
+    short_name: str = Field(description="name as the survey writes it, e.g. STFDCNN, MLFF-GAN")
+    title: str
+    authors: list[str] = Field(min_length=1, description="'Given Family' strings, in order")
+    venue: str = Field(description="full journal or conference name")
+    venue_abbr: str
+    year: Year
+    month: int | None = Field(None, ge=1, le=12)
+    volume: str | None = None
+    issue: str | None = None
+    pages: str | None = Field(None, description="page range '821-829' or article number '103675'")
+    doi: Doi
+    url: Url | None = Field(None, description="paper landing page")
+    code_url: Url | None = Field(None, description="official code repository, null when none")
+    category: Category
+    task: Task
+    sensors: list[str] = Field(default_factory=list)
+    datasets: list[Slug] = Field(default_factory=list, description="dataset ids used in the paper")
+    summary: str = Field(min_length=40, description="2-4 sentences in our own words: what is new")
+    tags: list[str] = Field(default_factory=list)
+    implementation: Implementation
+    bibtex_key: str | None = Field(
+        None, description="override of the generated key (FamilyYearShort, e.g. Song2018STFDCNN)"
+    )
+    in_survey: bool = Field(True, description="listed in the survey README (false for extras)")
+
+
+class Resolution(_Strict):
+    value: float = Field(gt=0)
+    unit: Literal["m", "km", "deg"]
+
+
+class Sensor(_Strict):
+    name: str = Field(description="e.g. 'Landsat-7 ETM+', 'MODIS Terra MOD09GA'")
+    resolution: Resolution
+    bands: list[str] = Field(default_factory=list, description="band names in file order")
+    revisit: str | None = None
+
+
+class RemoteFile(_Strict):
+    """One downloadable file: pooch checks its sha256 before anything reads it."""
+
+    name: str = Field(description="file name in the data folder")
+    url: Url
+    sha256: Annotated[str, Field(pattern=SHA256_RE.pattern)]
+    size: int = Field(gt=0, description="bytes")
+    archive: bool = Field(False, description="zip/tar to be extracted (safely) after download")
+    role: Literal["fine", "coarse", "header", "mask", "other"] | None = Field(
+        None, description="what the file is, so the manifest is built from facts, not file names"
+    )
+    date: IsoDate | None = Field(None, description="YYYY-MM-DD acquisition date of a fine/coarse image")
+
+
+class Access(_Strict):
+    """How to get the data: ``direct`` (files below), ``manual`` (instructions, then
+    ``stfcat fetch ID --from ARCHIVE``) or ``external`` (catalog-only)."""
+
+    kind: Literal["direct", "manual", "external", "embedded"]
+    files: list[RemoteFile] = Field(default_factory=list)
+    instructions: str | None = None
+    layout: str | None = Field(None, description="importer id that normalises the files into a manifest")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Access:
+        if self.kind == "direct" and not self.files:
+            raise ValueError("access.kind 'direct' needs at least one file with url and sha256")
+        if self.kind == "manual" and not self.instructions:
+            raise ValueError("access.kind 'manual' needs 'instructions'")
+        return self
+
+
+class Split(_Strict):
+    train: list[IsoDate] = Field(default_factory=list, description="dates (YYYY-MM-DD) of training pairs")
+    test: list[IsoDate] = Field(default_factory=list, description="dates (YYYY-MM-DD) of test targets")
+    note: str | None = None
+
+
+class Dataset(_Strict):
+    id: Slug
+    name: str
+    abbreviation: str
+    group: DatasetGroup
+    fine: Sensor
+    coarse: Sensor | None = None
+    region: str
+    image_size: str | None = Field(None, description="'rows x cols' of the fine images, e.g. '2040x1720'")
+    n_dates: int | None = Field(None, ge=1)
+    dates: list[IsoDate] = Field(default_factory=list, description="YYYY-MM-DD acquisition dates")
+    dtype: str | None = Field(None, description="numpy dtype of stored values, e.g. int16")
+    scale_factor: float | None = Field(None, description="multiply stored values by this to get reflectance")
+    nodata: float | None = None
+    coarse_on_fine_grid: bool | None = Field(
+        None, description="true when coarse files are already resampled onto the fine pixel grid"
+    )
+    format: str = Field(description="ENVI, GeoTIFF, NetCDF, HDF, CSV, ...")
+    landing_page: Url
+    doi: Doi | None = None
+    licence: str
+    citation: list[Slug] = Field(default_factory=list, description="paper ids to cite")
+    bibtex: str | None = Field(None, description="BibTeX of the data publication when it is not a catalog paper")
+    access: Access
+    split: Split | None = None
+    summary: str | None = None
+    used_by: list[Slug] = Field(default_factory=list, description="informative; derived from papers.datasets")
+
+    @field_validator("dates")
+    @classmethod
+    def _n_dates(cls, dates: list[str], info: ValidationInfo) -> list[str]:
+        # A field validator (not a model validator) so the error points at `dates`.
+        n = info.data.get("n_dates")
+        if n is not None and dates and len(dates) != n:
+            raise ValueError(f"n_dates is {n} but {len(dates)} dates are listed")
+        return dates
