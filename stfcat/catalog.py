@@ -8,7 +8,6 @@ the node tree is only built for files that have errors, so loading a valid catal
 
 from __future__ import annotations
 
-import datetime as _dt
 import difflib
 import os
 import re
@@ -100,7 +99,8 @@ class Catalog:
     root: Path
     papers: dict[str, Paper] = field(default_factory=dict)
     datasets: dict[str, Dataset] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict, repr=False)
+    paper_files: dict[str, Path] = field(default_factory=dict, repr=False)
+    dataset_files: dict[str, Path] = field(default_factory=dict, repr=False)
 
     def get(self, id: str) -> Paper | Dataset:
         if id in self.papers:
@@ -167,7 +167,7 @@ def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | 
     return target, found, used
 
 
-def _field_path(loc: tuple[Any, ...], used: int, schema_fields: bool) -> str:
+def _field_path(loc: tuple[Any, ...], used: int) -> str:
     # pydantic appends internal tags to a loc (e.g. 'function-after[...]' or a union member's
     # type); keep only the parts a YAML author can act on.
     parts = [str(p) for p in loc[:used]]
@@ -198,7 +198,7 @@ def _pydantic_problems(path: Path, text: str, err: ValidationError) -> list[Prob
             e["input"], dict | list
         ) and repr(e["input"]) not in msg:
             msg = f"{msg} (got {e['input']!r})"
-        out.append(Problem(path, line, _field_path(loc, used, True), msg))
+        out.append(Problem(path, line, _field_path(loc, used), msg))
     return out
 
 
@@ -232,6 +232,7 @@ class _Parsed:
     kind: str
     obj: Paper | Dataset | None
     problems: list[Problem]
+    data: Any = None
 
     def line(self, *loc: Any) -> int | None:
         return _line_of(self.text, loc)
@@ -247,10 +248,13 @@ def _parse_file(path: Path, kind: str) -> _Parsed:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         what = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        ctx = getattr(exc, "context_mark", None)
+        if ctx is not None and mark is not None and ctx.line != mark.line:
+            what += f" (the construct starts on line {ctx.line + 1})"
         return _Parsed(path, text, kind, None, [
             Problem(path, mark.line + 1 if mark else None, "", f"YAML syntax error: {what or exc}")
         ])
-    parsed = _Parsed(path, text, kind, None, [])
+    parsed = _Parsed(path, text, kind, None, [], data)
     if not isinstance(data, dict):
         parsed.problems.append(Problem(path, 1, "", f"expected a mapping of fields, got {type(data).__name__}"))
         return parsed
@@ -261,7 +265,9 @@ def _parse_file(path: Path, kind: str) -> _Parsed:
     try:
         parsed.obj = KINDS[kind].model_validate(data)
     except ValidationError as exc:
-        parsed.problems.extend(_pydantic_problems(path, text, exc))
+        # One message per field: a placeholder's own schema error (too short, not an enum) is noise.
+        todo = {p.field for p in parsed.problems}
+        parsed.problems.extend(p for p in _pydantic_problems(path, text, exc) if p.field not in todo)
     return parsed
 
 
@@ -299,10 +305,11 @@ def _check(parsed: list[_Parsed], extra: list[Problem]) -> tuple[Catalog, list[P
         if obj.id != f.path.stem:
             problems.append(Problem(f.path, f.line("id"), "id",
                                     f"id {obj.id!r} differs from the file name {f.path.stem!r}"))
-        if obj.id in seen_id:
+        elif obj.id in seen_id:  # same file name under papers/ and datasets/: `stfcat show` is ambiguous
             first = seen_id[obj.id]
-            problems.append(Problem(f.path, f.line("id"), "id", f"duplicate id {obj.id!r} "
-                                    f"(also in {display_path(first.path)}:{first.line('id')})"))
+            problems.append(Problem(f.path, f.line("id"), "id", f"duplicate id {obj.id!r}: papers and "
+                                    f"datasets share one namespace (also in {display_path(first.path)}:"
+                                    f"{first.line('id')})"))
         else:
             seen_id[obj.id] = f
         if obj.doi:
@@ -315,43 +322,69 @@ def _check(parsed: list[_Parsed], extra: list[Problem]) -> tuple[Catalog, list[P
             else:
                 seen_doi[key] = f
 
+    # Files that exist but failed to parse still define their id: no cascade of "unknown" errors.
+    broken = {kind: {f.path.stem for f in parsed if f.obj is None and f.kind == kind} for kind in KINDS}
+
     def dangling(f: _Parsed, field_name: str, refs: list[str], known: dict, what: str) -> None:
         for i, ref in enumerate(refs):
-            if ref not in known:
+            if ref not in known and ref not in broken[what + "s"]:
                 close = difflib.get_close_matches(ref, sorted(known), n=3, cutoff=0.6)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 problems.append(Problem(f.path, f.line(field_name, i), f"{field_name}.{i}",
                                         f"unknown {what} {ref!r}{hint}"))
 
-    for f in papers.values():
-        dangling(f, "datasets", f.obj.datasets, datasets, "dataset")
-    for f in datasets.values():
-        dangling(f, "citation", f.obj.citation, papers, "paper")
-        dangling(f, "used_by", f.obj.used_by, papers, "paper")
+    # References are checked on the raw data, so a file with schema errors still gets them.
+    refs = {"papers": [("datasets", datasets, "dataset")],
+            "datasets": [("citation", papers, "paper"), ("used_by", papers, "paper")]}
+    for f in parsed:
+        if not isinstance(f.data, dict):
+            continue
+        for field_name, known, what in refs[f.kind]:
+            values = f.data.get(field_name)
+            if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                dangling(f, field_name, values, known, what)
 
     catalog = Catalog(
         root=Path(),
         papers={k: v.obj for k, v in papers.items()},  # type: ignore[misc]
         datasets={k: v.obj for k, v in datasets.items()},  # type: ignore[misc]
-        files={f.obj.id: f.path for f in ok},
+        paper_files={k: v.path for k, v in papers.items()},
+        dataset_files={k: v.path for k, v in datasets.items()},
     )
     return catalog, problems
 
 
 def _check_bibtex_keys(catalog: Catalog) -> list[Problem]:
-    from stfcat.bibtex import paper_key
+    from stfcat.bibtex import BibtexError, paper_key, parse_bibtex
 
     seen: dict[str, str] = {}
     out = []
     for pid, paper in catalog.papers.items():
         key = paper_key(paper)
         if key in seen:
-            path = catalog.files[pid]
+            path = catalog.paper_files[pid]
             out.append(Problem(path, _line_of(path.read_text(encoding="utf-8"), ("bibtex_key",)) or 1,
                                "bibtex_key", f"BibTeX key {key!r} is also the key of paper {seen[key]!r}; "
                                "set a distinct bibtex_key"))
         else:
             seen[key] = pid
+    for did, ds in catalog.datasets.items():
+        if not ds.bibtex:
+            continue
+        path = catalog.dataset_files[did]
+        line = _line_of(path.read_text(encoding="utf-8"), ("bibtex",))
+        try:
+            entries = parse_bibtex(ds.bibtex)
+        except BibtexError as exc:
+            out += [Problem(path, line, "bibtex", m.replace("<string>:", "block at line ", 1))
+                    for m in exc.messages]
+            continue
+        if not entries:
+            out.append(Problem(path, line, "bibtex", "no BibTeX entry found"))
+        for e in entries:
+            if e.key in seen:
+                out.append(Problem(path, line, "bibtex", f"key {e.key!r} is also the key of paper "
+                                   f"{seen[e.key]!r}; cite the paper in 'citation' instead"))
     return out
 
 
@@ -364,7 +397,7 @@ def check_models(catalog: Catalog) -> list[Problem]:
     for pid, paper in catalog.papers.items():
         model = paper.implementation.model
         if model and model not in known:
-            path = catalog.files[pid]
+            path = catalog.paper_files[pid]
             close = difflib.get_close_matches(model, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see `stfcat list models`"
             out.append(Problem(path, _line_of(path.read_text(encoding="utf-8"), ("implementation", "model")),
@@ -422,7 +455,3 @@ def validate_catalog(root: Path | str | None = None, *, models: bool = True) -> 
         problems += check_models(catalog)
     problems = CatalogError(problems).problems  # sorted
     return (None if problems else catalog), problems
-
-
-def current_year() -> int:
-    return _dt.date.today().year

@@ -150,7 +150,8 @@ class Paper(_Strict):
     tags: list[str] = Field(default_factory=list)
     implementation: Implementation
     bibtex_key: str | None = Field(
-        None, description="override of the generated key (FamilyYearShort, e.g. Song2018STFDCNN)"
+        None, pattern=r"^[A-Za-z0-9_:.+/-]+$",
+        description="override of the generated key (FamilyYearShort, e.g. Song2018STFDCNN)",
     )
     in_survey: bool = Field(True, description="listed in the survey README (false for extras)")
 
@@ -162,7 +163,7 @@ class Resolution(_Strict):
 
 class Sensor(_Strict):
     name: str = Field(description="e.g. 'Landsat-7 ETM+', 'MODIS Terra MOD09GA'")
-    resolution: Resolution
+    resolution: Resolution | None = Field(None, description="null for point (station) data")
     bands: list[str] = Field(default_factory=list, description="band names in file order")
     revisit: str | None = None
 
@@ -179,6 +180,9 @@ class RemoteFile(_Strict):
         None, description="what the file is, so the manifest is built from facts, not file names"
     )
     date: IsoDate | None = Field(None, description="YYYY-MM-DD acquisition date of a fine/coarse image")
+    scale_factor: float | None = Field(
+        None, description="per-file override of the dataset's scale_factor (e.g. coarse files stored x1)"
+    )
 
 
 class Access(_Strict):

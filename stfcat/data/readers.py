@@ -36,7 +36,9 @@ def as_window(window: WindowLike | None, shape: tuple[int, int]):
     col, row = int(window.col_off), int(window.row_off)
     width, height = int(window.width), int(window.height)
     if col < 0 or row < 0 or width <= 0 or height <= 0 or col + width > w or row + height > h:
-        raise DataError(f"window {(col, row, width, height)} (col, row, width, height) is outside the {h}x{w} grid")
+        raise DataError(
+            f"window {(col, row, width, height)} (col, row, width, height) is outside the {h}x{w} grid"
+        )
     return Window(col, row, width, height)
 
 
@@ -126,7 +128,9 @@ def read_reflectance(
     with _open(path) as ds:
         shape = (ds.height, ds.width)
         if expect_shape is not None and tuple(expect_shape) != shape:
-            raise DataError(f"{path}: grid is {shape[0]}x{shape[1]} but the fine grid is {expect_shape[0]}x{expect_shape[1]}")
+            raise DataError(
+                f"{path}: grid is {shape[0]}x{shape[1]} but the fine grid is {expect_shape[0]}x{expect_shape[1]}"
+            )
         idx = _band_indexes(Path(path), ds.count, bands, n_bands)
         win = as_window(window, shape)
         raw = ds.read(idx, window=win)
@@ -188,11 +192,13 @@ def read_resampled(
                     f"{fine_shape[0]}x{fine_shape[1]} fine grid"
                 )
             dst_crs = src_crs = _dummy_crs()
-            dst_tf = window_transform(win, Affine(1, 0, 0, 0, -1, 0))
-            src_tf_full = Affine(ratio, 0, 0, 0, -ratio, 0)
+            # a grid in fine-pixel units; GDAL's warper misbehaves with an origin at exactly (0, 0)
+            x0, y0 = 100000.0, 1000000.0
+            dst_tf = window_transform(win, Affine(1, 0, x0, 0, -1, y0))
+            src_tf_full = Affine(ratio, 0, x0, 0, -ratio, y0)
         h, w = int(win.height), int(win.width)
-        left, top = dst_tf * (0, 0)
-        right, bottom = dst_tf * (w, h)
+        left, top = dst_tf @ (0, 0)
+        right, bottom = dst_tf @ (w, h)
         bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
         if georef and dst_crs != src_crs:
             bounds = transform_bounds(dst_crs, src_crs, *bounds, densify_pts=21)
@@ -204,7 +210,9 @@ def read_resampled(
         col0, row0 = max(col0, 0), max(row0, 0)
         col1, row1 = min(col1, ds.width), min(row1, ds.height)
         if col1 <= col0 or row1 <= row0:
-            raise DataError(f"{path}: the coarse image does not overlap the fine grid (window {tuple(win.flatten())})")
+            raise DataError(
+                f"{path}: the coarse image does not overlap the fine grid (window {tuple(win.flatten())})"
+            )
         cw = Window(col0, row0, col1 - col0, row1 - row0)
         raw = ds.read(idx, window=cw)
         src_tf = window_transform(cw, src_tf_full)

@@ -1,0 +1,294 @@
+"""``stfcat fetch``: download (or import) a catalog dataset and normalise it into a manifest.
+
+* ``access.kind: direct``: every file of ``access.files`` is downloaded by pooch from its URL
+  into ``<data>/<id>/files/``, its sha256 checked (a null hash is impossible: the schema requires
+  one), with retries and back-off (``retry_if_failed``) and a progress bar. pooch streams into a
+  temporary file and moves it into place only after the hash matched, so a failed or corrupt
+  download never leaves a file where a complete one is expected. Archives (``archive: true``) are
+  extracted safely (:mod:`stfcat.data.extract`). A second call finds the files (pooch re-checks
+  their hashes) and downloads nothing.
+* ``manual``: the host does not allow direct download. Without ``--from`` the instructions and
+  the landing page are shown; ``--from ARCHIVE_OR_FOLDER`` verifies, imports and normalises.
+* ``external``: catalog-only; the landing page is shown.
+* ``embedded`` (``demo``): nothing to download; the demo is generated.
+
+``--from`` also works for ``direct`` datasets (offline machines): the files are looked up by name
+in the folder or archive, their sha256 checked, and copied into place.
+
+The data folder is ``--dir`` / ``data_dir``, else ``STFCAT_DATA_DIR``, else
+``pooch.os_cache("stfcat")``; each dataset lives in its own sub-folder with its ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stfcat.schemas import Dataset, RemoteFile
+
+from .errors import DataError, FetchError
+from .extract import DEFAULT_MAX_BYTES, is_archive, safe_extract
+from .importers import build_manifest
+from .manifest import MANIFEST_NAME
+from .paths import dataset_dir
+
+FILES = "files"
+
+
+@dataclass
+class FetchResult:
+    dataset: str
+    status: str  # "embedded", "external", "manual", "ready"
+    folder: Path | None
+    message: str
+    downloaded: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("embedded", "ready")
+
+
+def _archive_dir(files_dir: Path, name: str) -> Path:
+    stem = re.sub(r"(\.tar\.gz|\.tar\.bz2|\.tar\.xz|\.tgz|\.zip|\.tar)$", "", name, flags=re.IGNORECASE)
+    return files_dir / (stem if stem != name else f"{name}.d")
+
+
+def _offline_hint(ds_id: str) -> str:
+    return f"If this machine is offline, get the files elsewhere and run `stfcat fetch {ds_id} --from PATH`."
+
+
+def _download_one(
+    ds: Dataset, f: RemoteFile, dest_dir: Path, *, progress: bool, timeout: float, retries: int
+) -> bool:
+    """Download ``f`` into ``dest_dir`` through pooch; return True when bytes were transferred."""
+    import pooch
+    import requests
+
+    target = dest_dir / f.name
+    existed = target.is_file()
+    pup = pooch.create(
+        path=dest_dir,
+        base_url="",
+        registry={f.name: f"sha256:{f.sha256}"},
+        urls={f.name: f.url},
+        retry_if_failed=retries,
+    )
+    before = target.stat().st_mtime_ns if existed else None
+    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout)
+    try:
+        pup.fetch(f.name, downloader=downloader)
+    except requests.exceptions.HTTPError as exc:
+        code = exc.response.status_code if exc.response is not None else "error"
+        raise FetchError(f"{ds.id}: {f.name}: HTTP {code} from {f.url}") from exc
+    except requests.exceptions.Timeout as exc:
+        raise FetchError(
+            f"{ds.id}: {f.name}: no answer from {f.url} within {timeout:g} s (timeout). {_offline_hint(ds.id)}"
+        ) from exc
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise FetchError(
+            f"{ds.id}: {f.name}: transfer from {f.url} was cut short (truncated); try again"
+        ) from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise FetchError(f"{ds.id}: {f.name}: cannot connect to {f.url}. {_offline_hint(ds.id)}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise FetchError(f"{ds.id}: {f.name}: download from {f.url} failed: {exc}") from exc
+    except ValueError as exc:
+        got = re.search(r"but got ([0-9a-f]{64})", str(exc))
+        raise FetchError(
+            f"{ds.id}: {f.name}: sha256 mismatch for {f.url}: expected {f.sha256}, got "
+            f"{got.group(1) if got else 'another hash'}; the corrupt download was removed"
+        ) from exc
+    size = target.stat().st_size
+    if size != f.size:
+        raise FetchError(f"{ds.id}: {f.name}: {size} bytes but the catalog says size {f.size}")
+    return not existed or target.stat().st_mtime_ns != before
+
+
+def _sha256(path: Path) -> str:
+    import pooch
+
+    return pooch.file_hash(str(path), alg="sha256")
+
+
+def _copy_into(src: Path, dest: Path) -> None:
+    """Copy a file into place atomically (hard link when possible)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src)
+            if path.is_symlink():
+                raise DataError(f"{path}: symbolic links are not imported; copy the real file there")
+            if path.is_dir():
+                (tmp / rel).mkdir(parents=True, exist_ok=True)
+            elif path.is_file():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, tmp / rel)
+                except OSError:
+                    shutil.copyfile(path, tmp / rel)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _import_direct(ds: Dataset, source: Path, files_dir: Path, max_bytes: int) -> list[str]:
+    """``--from`` for a direct dataset: find each listed file by name, check its sha256, copy it."""
+    staging: Path | None = None
+    try:
+        if source.is_file():
+            if not is_archive(source):
+                raise DataError(f"{source}: --from needs a folder or a zip/tar archive")
+            staging = Path(tempfile.mkdtemp(prefix=".from-", dir=files_dir.parent))
+            safe_extract(source, staging / "x", max_bytes=max_bytes)
+            root = staging / "x"
+        elif source.is_dir():
+            root = source
+        else:
+            raise DataError(f"{source}: --from path does not exist")
+        index: dict[str, Path] = {}
+        for p in root.rglob("*"):
+            if p.is_file():
+                index.setdefault(p.name, p)
+        missing = [f.name for f in ds.access.files if f.name not in index]
+        if missing:
+            raise DataError(f"{source}: missing files of dataset {ds.id!r}: {', '.join(missing)}")
+        for f in ds.access.files:
+            got = _sha256(index[f.name])
+            if got != f.sha256:
+                raise FetchError(f"{index[f.name]}: sha256 mismatch: expected {f.sha256}, got {got}")
+        for f in ds.access.files:
+            _copy_into(index[f.name], files_dir / f.name)
+        return [f.name for f in ds.access.files]
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def fetch(
+    dataset_id: str,
+    *,
+    catalog: Any = None,
+    data_dir: str | Path | None = None,
+    from_path: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+    retries: int = 3,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FetchResult:
+    """Fetch or import ``dataset_id`` into the data folder and write its manifest."""
+    from .catalog_access import get_dataset
+
+    ds = get_dataset(dataset_id, catalog)
+    kind = ds.access.kind
+    folder = dataset_dir(ds.id, data_dir)
+    if kind == "embedded":
+        if ds.id == "demo":
+            from .demo import ensure_demo
+
+            ensure_demo(folder)
+            return FetchResult(
+                ds.id,
+                "embedded",
+                folder,
+                f"{ds.id}: embedded dataset, nothing to download; generated in {folder}",
+            )
+        return FetchResult(ds.id, "embedded", None, f"{ds.id}: embedded dataset, nothing to download")
+    if kind == "external":
+        return FetchResult(
+            ds.id,
+            "external",
+            None,
+            f"{ds.id}: catalog-only dataset; stfcat does not download or import it. See {ds.landing_page}",
+        )
+    if kind == "manual" and from_path is None:
+        text = (ds.access.instructions or "").strip()
+        return FetchResult(
+            ds.id,
+            "manual",
+            None,
+            f"{ds.id}: the host does not allow direct download.\n{text}\nLanding page: {ds.landing_page}\n"
+            f"Then run: stfcat fetch {ds.id} --from PATH (the archive or its unpacked folder)",
+        )
+    files_dir = folder / FILES
+    files_dir.mkdir(parents=True, exist_ok=True)
+    downloaded: list[str] = []
+    if from_path is not None:
+        source = Path(from_path).expanduser()
+        if not source.exists():
+            raise DataError(f"{source}: --from path does not exist")
+        if kind == "manual":
+            target = files_dir / "archive"
+            if source.is_dir():
+                _copy_tree(source, target)
+            elif is_archive(source):
+                safe_extract(source, target, max_bytes=max_bytes, force=True)
+            else:
+                raise DataError(f"{source}: --from needs a folder or a zip/tar archive")
+            downloaded = [source.name]
+        else:
+            downloaded = _import_direct(ds, source, files_dir, max_bytes)
+    else:
+        # --force: keep the old copies aside until every new download succeeded, so a failed
+        # re-download loses nothing
+        backups: list[tuple[Path, Path]] = []
+        if force:
+            for f in ds.access.files:
+                path = files_dir / f.name
+                if path.is_file():
+                    bak = files_dir / f".{f.name}.bak"
+                    os.replace(path, bak)
+                    backups.append((bak, path))
+        try:
+            for f in ds.access.files:
+                if _download_one(ds, f, files_dir, progress=progress, timeout=timeout, retries=retries):
+                    downloaded.append(f.name)
+        except BaseException:
+            for bak, path in backups:
+                os.replace(bak, path)
+            raise
+        for bak, _ in backups:
+            bak.unlink(missing_ok=True)
+    for f in ds.access.files:
+        if f.archive:
+            safe_extract(
+                files_dir / f.name,
+                _archive_dir(files_dir, f.name),
+                max_bytes=max_bytes,
+                force=force or f.name in downloaded,
+            )
+    if downloaded or force or not (folder / MANIFEST_NAME).is_file():
+        build_manifest(ds, folder, files_dir)
+    verb = "imported" if from_path is not None else ("downloaded" if downloaded else "already present")
+    return FetchResult(
+        ds.id,
+        "ready",
+        folder,
+        f"{ds.id}: {len(downloaded) if downloaded else len(ds.access.files)} file(s) {verb}; manifest {folder / MANIFEST_NAME}",
+        downloaded,
+    )

@@ -1,0 +1,216 @@
+"""Importers: turn the files of a dataset into a manifest (see :mod:`stfcat.data.manifest`).
+
+``access.layout`` in a dataset's YAML names the importer:
+
+``csiro-envi`` (CIA, LGC)
+    The CSIRO archives: ENVI files in per-date folders named ``YYYY_DOY_MonDD`` (for example
+    ``CIA/Landsat/2001_281_08oct/L71093084_08420011007_HRF_modtran_surf_ref_agd66.bil`` and
+    ``CIA/MODIS/2001_281_08oct/MOD09GA_A2001281.sur_refl.int``, each with a ``.hdr``). The date is
+    the folder's year + day of year (Landsat file names may carry the previous UTC day); the
+    MODIS file (``M[OY]D09GA_AYYYYDDD...``) is the coarse image, the other ENVI image in the date
+    folder(s) (``L5...``/``L7...`` or ``YYYYMMDD_TM``) the fine one. Interleave, data type and
+    byte order come from the headers.
+Any other id (``geotiff-pairs``, ``envi-pairs``, ``files``, ``imagefusion-kranj``, ...)
+    The declarative importer: every file in ``access.files`` with ``role`` fine or coarse and a
+    ``date`` becomes that date's fine or coarse image; headers, masks and others are kept but not
+    listed. The layout id is a label, except for the per-role scale overrides in
+    :data:`LAYOUT_SCALE` (Kranj MODIS is stored as reflectance x 1 while Landsat is x 10000).
+
+Both check the result against the YAML's facts (dates, image size, band count) and fail with an
+error that names the file or date at fault.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+
+from stfcat.schemas import Dataset, Resolution
+
+from .errors import DataError
+from .manifest import ImageEntry, Manifest, PairEntry, SplitEntry, write_manifest
+from .readers import raster_info
+
+ENVI_DATE_DIR = re.compile(r"^(\d{4})_(\d{3})(?:_.*)?$")
+MODIS_NAME = re.compile(r"^M[OY]D09GA_A(\d{4})(\d{3})", re.IGNORECASE)
+LANDSAT_NAME = re.compile(r"^(L[4578]\d*_\d+|\d{8}_TM)", re.IGNORECASE)
+HEADER_EXT = (".hdr", ".HDR")
+
+
+def metres(res: Resolution | None) -> float | None:
+    if res is None:
+        return None
+    return {"m": res.value, "km": res.value * 1000.0}.get(res.unit)
+
+
+def _ratio(ds: Dataset) -> int | None:
+    f = metres(ds.fine.resolution)
+    c = metres(ds.coarse.resolution) if ds.coarse else None
+    return max(1, round(c / f)) if f and c else None
+
+
+def _coarse_grid(ds: Dataset) -> str:
+    return "fine" if ds.coarse_on_fine_grid is not False else "native"
+
+
+def _finish(
+    ds: Dataset,
+    folder: Path,
+    pairs: dict[str, dict[str, Path]],
+    layout: str,
+    file_scales: dict[str, float] | None = None,
+) -> Manifest:
+    """Check the found images against the dataset's facts and write the manifest.
+
+    ``file_scales`` maps a file name to its own scale factor (``access.files[].scale_factor``),
+    for datasets whose sensors store reflectance differently (e.g. coarse x1, fine x10000)."""
+    if not pairs:
+        raise DataError(f"{folder}: no fine or coarse images found for dataset {ds.id!r} (layout {layout!r})")
+    file_scales = file_scales or {}
+    first_fine = next((p["fine"] for _, p in sorted(pairs.items()) if "fine" in p), None)
+    if first_fine is None:
+        raise DataError(f"{folder}: dataset {ds.id!r} has no fine image")
+    info = raster_info(first_fine)
+    n_bands = len(ds.fine.bands) or info.count
+    bands = list(ds.fine.bands) or [f"b{i + 1}" for i in range(info.count)]
+    if ds.image_size:
+        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", ds.image_size)
+        if m and (int(m.group(1)), int(m.group(2))) != info.shape:
+            raise DataError(
+                f"{first_fine}: grid {info.shape[0]}x{info.shape[1]} differs from the dataset's image_size {ds.image_size}"
+            )
+    entries: list[PairEntry] = []
+    for date, roles in sorted(pairs.items()):
+        kw = {}
+        for role, path in roles.items():
+            ri = raster_info(path)
+            if ri.count != n_bands:
+                raise DataError(
+                    f"{path}: {ri.count} bands, but dataset {ds.id!r} has {n_bands} ({', '.join(bands)})"
+                )
+            grid = "fine" if role == "fine" else _coarse_grid(ds)
+            if grid == "fine" and ri.shape != info.shape:
+                raise DataError(
+                    f"{path}: grid {ri.shape[0]}x{ri.shape[1]} differs from the fine grid "
+                    f"{info.shape[0]}x{info.shape[1]} of {first_fine.name}"
+                )
+            kw[role] = ImageEntry(
+                path=path.relative_to(folder).as_posix(), grid=grid, scale_factor=file_scales.get(path.name)
+            )
+        entries.append(PairEntry(date=date, **kw))
+    found = {e.date for e in entries}
+    missing = [d for d in ds.dates if d not in found]
+    if missing:
+        raise DataError(
+            f"{folder}: dataset {ds.id!r} lists dates with no image here: {', '.join(missing)} "
+            f"(found: {', '.join(sorted(found))})"
+        )
+    split = SplitEntry()
+    if ds.split:
+        split = SplitEntry(
+            train=[d for d in ds.split.train if d in found],
+            test=[d for d in ds.split.test if d in found],
+            note=ds.split.note,
+        )
+    manifest = Manifest(
+        name=ds.id,
+        bands=bands,
+        scale_factor=ds.scale_factor if ds.scale_factor is not None else 1.0,
+        nodata=ds.nodata,
+        fine_resolution=metres(ds.fine.resolution),
+        coarse_resolution=metres(ds.coarse.resolution) if ds.coarse else None,
+        ratio=_ratio(ds),
+        shape=info.shape,
+        crs=info.crs,
+        transform=list(info.transform) if info.transform else None,
+        split=split,
+        pairs=entries,
+        source={
+            "dataset": ds.id,
+            "layout": layout,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    write_manifest(manifest, folder)
+    return manifest
+
+
+def import_declared(ds: Dataset, folder: Path, files_dir: Path) -> Manifest:
+    """Declarative importer: roles and dates come from ``access.files``."""
+    pairs: dict[str, dict[str, Path]] = {}
+    for f in ds.access.files:
+        if f.role not in ("fine", "coarse"):
+            continue
+        if not f.date:
+            raise DataError(f"dataset {ds.id!r}: file {f.name!r} has role {f.role} but no 'date'")
+        path = files_dir / f.name
+        if not path.is_file():
+            raise DataError(f"{path}: missing (listed in dataset {ds.id!r} access.files)")
+        slot = pairs.setdefault(f.date, {})
+        if f.role in slot:
+            raise DataError(
+                f"dataset {ds.id!r}: two {f.role} files on {f.date}: {slot[f.role].name} and {f.name}"
+            )
+        slot[f.role] = path
+    scales = {Path(f.name).name: f.scale_factor for f in ds.access.files if f.scale_factor is not None}
+    return _finish(ds, folder, pairs, ds.access.layout or "files", scales)
+
+
+def _has_header(path: Path) -> bool:
+    return any(path.with_suffix(e).is_file() or Path(str(path) + e).is_file() for e in HEADER_EXT)
+
+
+def _folder_date(path: Path, root: Path) -> str | None:
+    for parent in [path.parent, *path.parent.parents]:
+        if parent == root.parent:
+            break
+        m = ENVI_DATE_DIR.match(parent.name)
+        if m:
+            year, doy = int(m.group(1)), int(m.group(2))
+            if not 1 <= doy <= 366:
+                raise DataError(f"{parent}: day of year {doy} in the folder name is not 1..366")
+            return (_dt.date(year, 1, 1) + _dt.timedelta(days=doy - 1)).isoformat()
+    return None
+
+
+def import_csiro_envi(ds: Dataset, folder: Path, root: Path) -> Manifest:
+    """Importer of the CSIRO CIA/LGC archives (ENVI files in ``YYYY_DOY_MonDD`` folders)."""
+    pairs: dict[str, dict[str, Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith(".") or path.suffix in HEADER_EXT:
+            continue
+        if path.suffix.lower() in (".hdr", ".aux", ".xml", ".txt", ".pdf", ".doc", ".docx", ".zip"):
+            continue
+        if MODIS_NAME.match(path.name):
+            role = "coarse"
+        elif LANDSAT_NAME.match(path.name):
+            role = "fine"
+        else:
+            continue
+        if not _has_header(path):
+            raise DataError(f"{path}: ENVI image without a .hdr header beside it")
+        date = _folder_date(path, root)
+        if date is None:
+            if role == "coarse":
+                m = MODIS_NAME.match(path.name)
+                date = (_dt.date(int(m.group(1)), 1, 1) + _dt.timedelta(days=int(m.group(2)) - 1)).isoformat()
+            else:
+                raise DataError(f"{path}: not inside a YYYY_DOY_MonDD date folder, so its date is unknown")
+        slot = pairs.setdefault(date, {})
+        if role in slot:
+            raise DataError(f"two {role} images for {date}: {slot[role]} and {path}")
+        slot[role] = path
+    return _finish(ds, folder, pairs, "csiro-envi")
+
+
+def build_manifest(ds: Dataset, folder: Path, files_dir: Path) -> Manifest:
+    """Run the importer named by ``ds.access.layout`` over ``files_dir`` and write ``folder/manifest.json``."""
+    if ds.access.layout == "csiro-envi":
+        return import_csiro_envi(ds, folder, files_dir)
+    if not any(f.role in ("fine", "coarse") for f in ds.access.files):
+        raise DataError(
+            f"dataset {ds.id!r}: layout {ds.access.layout!r} has no importer and access.files gives no "
+            "fine/coarse roles; add role and date to each file"
+        )
+    return import_declared(ds, folder, files_dir)

@@ -1,0 +1,24 @@
+"""Where data lives: ``--dir`` > ``STFCAT_DATA_DIR`` > the platform cache (``pooch.os_cache("stfcat")``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DATA_DIR = "STFCAT_DATA_DIR"
+
+
+def data_root(override: str | Path | None = None) -> Path:
+    """The folder that holds one sub-folder per dataset."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("stfcat"))
+
+
+def dataset_dir(dataset_id: str, override: str | Path | None = None) -> Path:
+    return data_root(override) / dataset_id

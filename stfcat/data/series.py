@@ -1,0 +1,312 @@
+"""Pair series and cases: the API the runner and the models use.
+
+A :class:`PairSeries` is one dataset read through its manifest: a fine grid, a list of dates
+with a fine and/or a coarse image, bands, scale and a train/test split. A :class:`Case` is one
+fusion problem: predict the fine image at ``target_date`` from the coarse image at that date
+and one or two reference pairs.
+
+Case building (``PairSeries.cases``)
+------------------------------------
+* ``split="test"``: every test date that has a coarse image is a target. ``n_refs=1``: the
+  reference is the nearest *earlier* date with a complete pair (any date, train or test; the
+  nearest later one when no earlier exists). ``n_refs=2``: the nearest earlier and the nearest
+  later complete pairs; targets without both are skipped. Targets without a fine image still give
+  a case (``target`` is None: prediction only).
+* ``split="train"``: only train dates are used, as targets and as references. ``n_refs=1``:
+  consecutive complete pairs in both directions (t_i -> t_i+1 and t_i+1 -> t_i). ``n_refs=2``:
+  each inner train date with its two train neighbours.
+* When a manifest has no split, the last date with a fine image is the test date and all
+  earlier dates are train dates.
+
+Invalid pixels in the inputs returned by :meth:`Case.read` are filled with the band mean of the
+valid pixels of that image in the window (0 when none) so models never see NaN; the valid mask
+(valid in every input and the target) says which pixels a metric may use.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, ManifestError, NotFetchedError
+from .manifest import MANIFEST_NAME, ImageEntry, Manifest, read_manifest
+from .readers import WindowLike, as_window, read_reflectance, read_resampled
+
+
+def _days(a: str, b: str) -> int:
+    return abs((_dt.date.fromisoformat(a) - _dt.date.fromisoformat(b)).days)
+
+
+def fill_invalid(image: np.ndarray) -> np.ndarray:
+    """Replace NaN by the band mean of the valid pixels (0 for an all-invalid band)."""
+    out = image.copy()
+    bad = ~np.isfinite(out)
+    if bad.any():
+        for b in range(out.shape[0]):
+            m = bad[b]
+            if m.any():
+                valid = out[b][~m]
+                out[b][m] = float(valid.mean()) if valid.size else 0.0
+    return out
+
+
+class PairSeries:
+    """A fine/coarse image series described by a manifest (see :mod:`stfcat.data.manifest`)."""
+
+    def __init__(self, manifest: Manifest, root: Path) -> None:
+        self.manifest = manifest
+        self.root = Path(root)
+        self.name: str = manifest.name
+        self.bands: list[str] = list(manifest.bands)
+        self.scale_factor: float = manifest.scale_factor
+        self.ratio: int = int(manifest.ratio) if manifest.ratio else 1
+        self.fine_resolution: float = float(manifest.fine_resolution or 0.0)
+        self.coarse_resolution: float = float(
+            manifest.coarse_resolution or (self.fine_resolution * self.ratio if self.fine_resolution else 0.0)
+        )
+        self.dates: list[str] = manifest.dates
+        self.shape: tuple[int, int] = (int(manifest.shape[0]), int(manifest.shape[1]))
+        self.profile: dict[str, Any] = {
+            "crs": manifest.crs,
+            "transform": tuple(manifest.transform) if manifest.transform else None,
+            "height": self.shape[0],
+            "width": self.shape[1],
+            "count": len(self.bands),
+        }
+        self._pairs = {p.date: p for p in manifest.pairs}
+        self.split: dict[str, list[str]] = self._default_split()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, folder: Path) -> PairSeries:
+        folder = Path(folder)
+        return cls(read_manifest(folder), folder)
+
+    def _default_split(self) -> dict[str, list[str]]:
+        s = self.manifest.split
+        if s.train or s.test:
+            return {"train": sorted(s.train), "test": sorted(s.test)}
+        with_fine = [d for d in self.dates if self._pairs[d].fine is not None]
+        if not with_fine:
+            return {"train": [], "test": []}
+        return {"train": [d for d in with_fine[:-1]], "test": [with_fine[-1]]}
+
+    def __repr__(self) -> str:
+        return (
+            f"PairSeries({self.name!r}, {len(self.dates)} dates, {len(self.bands)} bands, "
+            f"{self.shape[0]}x{self.shape[1]}, ratio {self.ratio})"
+        )
+
+    # -- facts --------------------------------------------------------------------------------
+    def has_fine(self, date: str) -> bool:
+        return date in self._pairs and self._pairs[date].fine is not None
+
+    def has_coarse(self, date: str) -> bool:
+        return date in self._pairs and self._pairs[date].coarse is not None
+
+    def is_pair(self, date: str) -> bool:
+        return self.has_fine(date) and self.has_coarse(date)
+
+    def path(self, date: str, role: str) -> Path:
+        entry = self._entry(date, role)
+        return self.root / entry.path
+
+    def _entry(self, date: str, role: str) -> ImageEntry:
+        if date not in self._pairs:
+            raise DataError(
+                f"date {date!r} is not in {self.root / MANIFEST_NAME} (dates: {', '.join(self.dates)})"
+            )
+        entry = getattr(self._pairs[date], role)
+        if entry is None:
+            have = [d for d in self.dates if getattr(self._pairs[d], role) is not None]
+            raise DataError(
+                f"date {date}: no {role} image in {self.root / MANIFEST_NAME} "
+                f"(dates with a {role} image: {', '.join(have) or 'none'})"
+            )
+        return entry
+
+    # -- reading ------------------------------------------------------------------------------
+    def _scale(self, entry: ImageEntry) -> float:
+        return entry.scale_factor if entry.scale_factor is not None else self.scale_factor
+
+    def _nodata(self, entry: ImageEntry) -> float | None:
+        return entry.nodata if entry.nodata is not None else self.manifest.nodata
+
+    def read_fine(self, date: str, window: WindowLike | None = None) -> np.ndarray:
+        """Fine image ``(B, h, w)`` float32 reflectance, NaN = invalid."""
+        entry = self._entry(date, "fine")
+        return read_reflectance(
+            self.root / entry.path,
+            scale_factor=self._scale(entry),
+            nodata=self._nodata(entry),
+            bands=entry.bands,
+            n_bands=len(self.bands),
+            window=as_window(window, self.shape),
+            expect_shape=self.shape,
+        )
+
+    def read_coarse(self, date: str, window: WindowLike | None = None) -> np.ndarray:
+        """Coarse image on the fine grid ``(B, h, w)`` float32 reflectance, NaN = invalid."""
+        entry = self._entry(date, "coarse")
+        win = as_window(window, self.shape)
+        if entry.grid == "fine":
+            return read_reflectance(
+                self.root / entry.path,
+                scale_factor=self._scale(entry),
+                nodata=self._nodata(entry),
+                bands=entry.bands,
+                n_bands=len(self.bands),
+                window=win,
+                expect_shape=self.shape,
+            )
+        return read_resampled(
+            self.root / entry.path,
+            scale_factor=self._scale(entry),
+            nodata=self._nodata(entry),
+            bands=entry.bands,
+            n_bands=len(self.bands),
+            window=win,
+            fine_shape=self.shape,
+            fine_crs=self.manifest.crs,
+            fine_transform=self.manifest.transform,
+            ratio=self.manifest.ratio,
+        )
+
+    # -- cases --------------------------------------------------------------------------------
+    def cases(self, n_refs: int, split: str = "test") -> list[Case]:
+        """Fusion cases of ``split`` ("train" or "test") with ``n_refs`` (1 or 2) reference pairs."""
+        if n_refs not in (1, 2):
+            raise ValueError(f"n_refs must be 1 or 2, got {n_refs!r}")
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        out: list[Case] = []
+        if split == "train":
+            train = [d for d in self.dates if d in set(self.split["train"]) and self.is_pair(d)]
+            if n_refs == 1:
+                for a, b in zip(train, train[1:], strict=False):
+                    out.append(Case(self, b, (a,)))
+                    out.append(Case(self, a, (b,)))
+            else:
+                for a, t, b in zip(train, train[1:], train[2:], strict=False):
+                    out.append(Case(self, t, (a, b)))
+            return out
+        pairs = [d for d in self.dates if self.is_pair(d)]
+        for t in self.split["test"]:
+            if not self.has_coarse(t):
+                continue
+            before = [d for d in pairs if d < t]
+            after = [d for d in pairs if d > t]
+            if n_refs == 1:
+                if before:
+                    out.append(Case(self, t, (before[-1],)))
+                elif after:
+                    out.append(Case(self, t, (after[0],)))
+            elif before and after:
+                out.append(Case(self, t, (before[-1], after[0])))
+        return out
+
+
+@dataclass
+class Case:
+    """One fusion problem: ``ref_dates`` (1 or 2, earlier first) -> ``target_date``."""
+
+    series: PairSeries
+    target_date: str
+    ref_dates: tuple[str, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ref_dates = tuple(self.ref_dates)
+        if len(self.ref_dates) not in (1, 2):
+            raise ValueError(f"a case needs 1 or 2 reference dates, got {self.ref_dates!r}")
+        for d in self.ref_dates:
+            if not self.series.is_pair(d):
+                raise DataError(f"reference date {d} has no complete fine/coarse pair in {self.series.name}")
+        if not self.series.has_coarse(self.target_date):
+            raise DataError(f"target date {self.target_date} has no coarse image in {self.series.name}")
+
+    @property
+    def n_refs(self) -> int:
+        return len(self.ref_dates)
+
+    @property
+    def id(self) -> str:
+        return f"{'+'.join(self.ref_dates)}->{self.target_date}"
+
+    def __repr__(self) -> str:
+        return f"Case({self.series.name}: {self.id})"
+
+    @property
+    def has_target(self) -> bool:
+        return self.series.has_fine(self.target_date)
+
+    def read(
+        self, window: WindowLike | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray]:
+        """``(inputs, target, valid)``: inputs ``f1, c1, c2`` (+ ``f3, c3``) filled, target with NaN
+        (None without a fine image at the target date), valid mask ``(h, w)``."""
+        s = self.series
+        win = as_window(window, s.shape)
+        raw: dict[str, np.ndarray] = {
+            "f1": s.read_fine(self.ref_dates[0], win),
+            "c1": s.read_coarse(self.ref_dates[0], win),
+            "c2": s.read_coarse(self.target_date, win),
+        }
+        if self.n_refs == 2:
+            raw["f3"] = s.read_fine(self.ref_dates[1], win)
+            raw["c3"] = s.read_coarse(self.ref_dates[1], win)
+        target = s.read_fine(self.target_date, win) if self.has_target else None
+        valid = np.ones(raw["f1"].shape[1:], dtype=bool)
+        for arr in [*raw.values(), *([target] if target is not None else [])]:
+            valid &= np.isfinite(arr).all(axis=0)
+        inputs = {k: fill_invalid(v) for k, v in raw.items()}
+        return inputs, target, valid
+
+    def tensors(self, window: WindowLike | None = None):
+        """Like :meth:`read` but torch tensors with a leading batch dimension of 1:
+        ``(batch, target (1,B,h,w) or None, valid (1,h,w) bool)``. The target keeps NaN where invalid."""
+        import torch
+
+        inputs, target, valid = self.read(window)
+        batch = {k: torch.from_numpy(v).unsqueeze(0) for k, v in inputs.items()}
+        tgt = torch.from_numpy(target).unsqueeze(0) if target is not None else None
+        return batch, tgt, torch.from_numpy(valid).unsqueeze(0)
+
+
+def load_series(
+    dataset: str | Path, *, catalog: Any = None, data_dir: str | Path | None = None
+) -> PairSeries:
+    """Open a pair series: ``"demo"``, a catalog dataset id (fetched), or a folder with a manifest.json."""
+    from .paths import dataset_dir
+
+    if isinstance(dataset, Path) or (isinstance(dataset, str) and ("/" in dataset or "\\" in dataset)):
+        folder = Path(dataset)
+        if not (folder / MANIFEST_NAME).is_file():
+            raise ManifestError(
+                f"{folder}: no {MANIFEST_NAME} (a series folder needs one; see stfcat.data.manifest)"
+            )
+        return PairSeries.from_folder(folder)
+    if dataset == "demo":
+        from .demo import ensure_demo
+
+        return PairSeries.from_folder(ensure_demo(dataset_dir("demo", data_dir)))
+    folder = dataset_dir(dataset, data_dir)
+    if (folder / MANIFEST_NAME).is_file():
+        return PairSeries.from_folder(folder)
+    if Path(dataset).is_dir() and (Path(dataset) / MANIFEST_NAME).is_file():
+        return PairSeries.from_folder(Path(dataset))
+    from .catalog_access import get_dataset
+
+    ds = get_dataset(dataset, catalog)  # KeyError with suggestions for an unknown id
+    if ds.access.kind == "external":
+        raise NotFetchedError(
+            f"dataset {dataset!r} is catalog-only (not downloadable through stfcat); see {ds.landing_page}"
+        )
+    raise NotFetchedError(
+        f"dataset {dataset!r} is not in {folder}; run `stfcat fetch {dataset}`"
+        + (" (add --dir DIR if you keep data elsewhere)" if data_dir is None else f" --dir {data_dir}")
+    )

@@ -1,0 +1,91 @@
+"""Whole-scene prediction in tiles: overlapping windows and seamless blending.
+
+``iter_tiles`` covers a grid with ``tile x tile`` windows overlapping by ``overlap`` pixels (the
+last row/column of tiles is shifted back to end at the border, so every tile has full size when
+the scene is at least one tile large). :class:`TileBlender` accumulates per-tile predictions with
+weights that ramp linearly from ``1/(overlap+1)`` at a tile border to 1 at ``overlap`` pixels
+inside it, and divides by the summed weights: neighbouring tiles cross-fade over the overlap, so
+no seam appears, and at the scene border (where no neighbour exists) the normalisation makes the
+small weights harmless. Inputs are read window by window; only the output is scene-sized (pass a
+``numpy.memmap`` as ``out`` to keep even that on disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .readers import as_window
+
+
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, stride))
+    starts.append(size - tile)
+    return starts
+
+
+def iter_tiles(shape: tuple[int, int], tile: int, overlap: int = 0) -> Iterator:
+    """Yield ``rasterio.windows.Window`` tiles covering ``shape`` (H, W)."""
+    from rasterio.windows import Window
+
+    if tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile), got overlap={overlap} with tile={tile}")
+    h, w = int(shape[0]), int(shape[1])
+    stride = tile - overlap
+    for r in _starts(h, tile, stride):
+        for c in _starts(w, tile, stride):
+            yield Window(c, r, min(tile, w - c), min(tile, h - r))
+
+
+def ramp_weights(height: int, width: int, overlap: int) -> np.ndarray:
+    """Blending weights of one tile: a linear ramp over ``overlap`` pixels from each border."""
+    if overlap <= 0:
+        return np.ones((height, width), dtype=np.float32)
+
+    def ramp(n: int) -> np.ndarray:
+        i = np.arange(n, dtype=np.float32)
+        edge = np.minimum(i, n - 1 - i) + 1.0
+        return np.minimum(edge / (overlap + 1.0), 1.0)
+
+    return np.outer(ramp(height), ramp(width)).astype(np.float32)
+
+
+class TileBlender:
+    """Accumulate tile predictions ``(B, h, w)`` and return the blended scene ``(B, H, W)``."""
+
+    def __init__(
+        self, shape: tuple[int, int], bands: int, overlap: int = 0, out: np.ndarray | None = None
+    ) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.bands = int(bands)
+        self.overlap = int(overlap)
+        if out is not None and out.shape != (self.bands, *self.shape):
+            raise ValueError(f"out has shape {out.shape}, expected {(self.bands, *self.shape)}")
+        self._sum = out if out is not None else np.zeros((self.bands, *self.shape), dtype=np.float32)
+        self._sum[...] = 0
+        self._weight = np.zeros(self.shape, dtype=np.float32)
+
+    def add(self, window, prediction: np.ndarray) -> None:
+        win = as_window(window, self.shape)
+        r, c, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
+        pred = np.asarray(prediction, dtype=np.float32)
+        if pred.ndim == 4 and pred.shape[0] == 1:
+            pred = pred[0]
+        if pred.shape != (self.bands, h, w):
+            raise ValueError(
+                f"prediction has shape {pred.shape}, expected {(self.bands, h, w)} for window {tuple(win.flatten())}"
+            )
+        wt = ramp_weights(h, w, self.overlap)
+        self._sum[:, r : r + h, c : c + w] += pred * wt
+        self._weight[r : r + h, c : c + w] += wt
+
+    def result(self) -> np.ndarray:
+        if (self._weight <= 0).any():
+            raise ValueError("some pixels were covered by no tile")
+        self._sum /= self._weight
+        return self._sum

@@ -1,0 +1,233 @@
+"""Importers: the CSIRO CIA/LGC layout (ENVI in YYYY_DOY_MonDD folders) from generated archives
+that mimic the real ones, manual datasets (`--from`), and the declarative role/date importer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tarfile
+
+import numpy as np
+import pytest
+from test_data_helpers import Server, dataset_yaml, sha256
+from test_data_readers import write_envi
+
+from stfcat.data import DataError, load_series
+from stfcat.data.fetch import fetch
+
+CIA_DATES = ["2001-10-08", "2001-10-17", "2001-11-02"]
+MON = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+
+
+def _cia_tree(root, dates=CIA_DATES, size=(24, 20), lgc=False):
+    """CIA: Landsat-7 .bil (BIL) + MODIS .int (BSQ), int16 x 10000, 6 bands, per-date folders.
+    LGC: Landsat-5 files named YYYYMMDD_TM.int."""
+    rng = np.random.default_rng(3)
+    truth = {}
+    top = root / ("LGC" if lgc else "CIA")
+    for d in dates:
+        day = dt.date.fromisoformat(d)
+        doy = day.timetuple().tm_yday
+        folder = f"{day.year}_{doy:03d}_{day.day:02d}{MON[day.month - 1]}"
+        prev = day - dt.timedelta(days=1)  # Landsat names carry the previous (UTC) day
+        fine = (rng.random((6, *size)) * 5000 + 100).astype(np.int16)
+        coarse = (
+            fine.reshape(6, size[0] // 4, 4, size[1] // 4, 4)
+            .mean(axis=(2, 4))
+            .repeat(4, 1)
+            .repeat(4, 2)
+            .astype(np.int16)
+        )
+        if lgc:
+            lname = f"{day:%Y%m%d}_TM.int"
+            write_envi(top / "Landsat" / folder / lname, fine, "bsq")
+        else:
+            lname = f"L71093084_08420{prev:%Y%m%d}_HRF_modtran_surf_ref_agd66.bil"
+            write_envi(top / "Landsat" / folder / lname, fine, "bil")
+        mname = f"MOD09GA_A{day.year}{doy:03d}.sur_refl.int"
+        mpath = top / "MODIS" / folder / mname
+        write_envi(mpath, coarse, "bsq", header=mpath.parent / (mname + ".hdr"))
+        truth[d] = (fine, coarse)
+    (top / "readme.txt").write_text("CSIRO collection\n")
+    return truth
+
+
+def _manual_catalog(tmp_path, ds_id="cia", dates=CIA_DATES):
+    cat = tmp_path / "catalog"
+    dataset_yaml(
+        cat,
+        ds_id,
+        {
+            "kind": "manual",
+            "layout": "csiro-envi",
+            "instructions": "Download the collection from the CSIRO Data Access Portal as one zip.",
+        },
+        fine={
+            "name": "Landsat-7 ETM+",
+            "resolution": {"value": 30, "unit": "m"},
+            "bands": ["blue", "green", "red", "nir", "swir1", "swir2"],
+        },
+        coarse={
+            "name": "MODIS",
+            "resolution": {"value": 500, "unit": "m"},
+            "bands": ["blue", "green", "red", "nir", "swir1", "swir2"],
+        },
+        dates=dates,
+        image_size="24x20",
+        format="ENVI",
+        landing_page="https://data.csiro.au/collection/csiro:5846",
+        split={"train": dates[:2], "test": dates[2:]},
+    )
+    return cat
+
+
+def _zip_folder(folder, out):
+    import zipfile
+
+    with zipfile.ZipFile(out, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+    return out
+
+
+def test_manual_without_from_explains(tmp_path):
+    cat = _manual_catalog(tmp_path)
+    res = fetch("cia", catalog=cat, data_dir=tmp_path / "data")
+    assert res.status == "manual" and not res.ok
+    assert (
+        "CSIRO Data Access Portal" in res.message and "csiro:5846" in res.message and "--from" in res.message
+    )
+    assert not (tmp_path / "data" / "cia").exists()
+
+
+@pytest.mark.parametrize("as_archive", [True, False])
+def test_csiro_envi_import(tmp_path, as_archive):
+    src = tmp_path / "download"
+    truth = _cia_tree(src)
+    cat = _manual_catalog(tmp_path)
+    from_path = _zip_folder(src, tmp_path / "cia.zip") if as_archive else src
+    res = fetch("cia", catalog=cat, data_dir=tmp_path / "data", from_path=from_path)
+    assert res.ok
+    s = load_series("cia", data_dir=tmp_path / "data", catalog=cat)
+    assert s.dates == CIA_DATES and len(s.bands) == 6 and s.shape == (24, 20)
+    assert s.split == {"train": CIA_DATES[:2], "test": CIA_DATES[2:]}
+    for d, (fine, coarse) in truth.items():
+        np.testing.assert_allclose(s.read_fine(d), fine * np.float32(1e-4), rtol=1e-6)  # BIL read right
+        np.testing.assert_allclose(s.read_coarse(d), coarse * np.float32(1e-4), rtol=1e-6)  # BSQ read right
+        assert "Landsat" in str(s.path(d, "fine")) and "MODIS" in str(s.path(d, "coarse"))
+    assert s.manifest.source["layout"] == "csiro-envi"
+
+
+def test_lgc_style_names(tmp_path):
+    dates = ["2004-11-26", "2004-12-12"]
+    src = tmp_path / "download"
+    truth = _cia_tree(src, dates, lgc=True)
+    cat = _manual_catalog(tmp_path, "lgc", dates)
+    tar = tmp_path / "lgc.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(src / "LGC", arcname="LGC")
+    assert fetch("lgc", catalog=cat, data_dir=tmp_path / "data", from_path=tar).ok
+    s = load_series("lgc", data_dir=tmp_path / "data", catalog=cat)
+    assert s.dates == dates
+    np.testing.assert_allclose(s.read_fine(dates[1]), truth[dates[1]][0] * np.float32(1e-4), rtol=1e-6)
+
+
+def test_csiro_missing_date_and_header(tmp_path):
+    src = tmp_path / "download"
+    _cia_tree(src, CIA_DATES[:2])
+    cat = _manual_catalog(tmp_path)
+    with pytest.raises(DataError, match="2001-11-02"):
+        fetch("cia", catalog=cat, data_dir=tmp_path / "d1", from_path=src)
+    _cia_tree(src)
+    next(src.rglob("MOD09GA_A2001290.sur_refl.int.hdr")).unlink()
+    with pytest.raises(DataError, match=r"MOD09GA_A2001290\.sur_refl\.int: ENVI image without a \.hdr"):
+        fetch("cia", catalog=cat, data_dir=tmp_path / "d2", from_path=src)
+
+
+def test_csiro_band_count_mismatch_names_file(tmp_path):
+    src = tmp_path / "download"
+    _cia_tree(src)
+    bad = next(src.rglob("MOD09GA_A2001290.sur_refl.int"))
+    write_envi(bad, np.ones((4, 24, 20), np.int16), "bsq", header=bad.parent / (bad.name + ".hdr"))
+    cat = _manual_catalog(tmp_path)
+    with pytest.raises(DataError, match=r"MOD09GA_A2001290\.sur_refl\.int: 4 bands.*6"):
+        fetch("cia", catalog=cat, data_dir=tmp_path / "d", from_path=src)
+
+
+def test_direct_archive_with_csiro_layout_over_http(tmp_path):
+    src = tmp_path / "download"
+    _cia_tree(src)
+    data = _zip_folder(src, tmp_path / "cia.zip").read_bytes()
+    srv = Server()
+    try:
+        srv.routes["/cia.zip"] = ("ok", data)
+        cat = _manual_catalog(tmp_path)
+        dataset_yaml(
+            cat,
+            "cia",
+            {
+                "kind": "direct",
+                "layout": "csiro-envi",
+                "files": [
+                    {
+                        "name": "cia.zip",
+                        "url": srv.url("/cia.zip"),
+                        "sha256": sha256(data),
+                        "size": len(data),
+                        "archive": True,
+                    }
+                ],
+            },
+            dates=CIA_DATES,
+            fine={
+                "name": "L7",
+                "resolution": {"value": 30, "unit": "m"},
+                "bands": ["b1", "b2", "b3", "b4", "b5", "b6"],
+            },
+        )
+        res = fetch("cia", catalog=cat, data_dir=tmp_path / "data", progress=False, retries=0)
+        assert res.ok and (tmp_path / "data/cia/files/cia/.stfcat-extracted").is_file()
+        assert load_series("cia", data_dir=tmp_path / "data", catalog=cat).dates == CIA_DATES
+        assert (
+            fetch("cia", catalog=cat, data_dir=tmp_path / "data", progress=False, retries=0).downloaded == []
+        )
+        assert srv.hits["/cia.zip"] == 1
+    finally:
+        srv.close()
+
+
+def test_declared_importer_checks(tmp_path):
+    from stfcat.data.readers import write_geotiff
+
+    files_dir = tmp_path / "src"
+    write_geotiff(files_dir / "f1.tif", np.full((2, 8, 8), 100, np.int16))
+    write_geotiff(files_dir / "c1.tif", np.full((2, 4, 4), 100, np.int16))
+    files = []
+    for name, role in (("f1.tif", "fine"), ("c1.tif", "coarse")):
+        b = (files_dir / name).read_bytes()
+        files.append(
+            {
+                "name": name,
+                "url": f"https://example.org/{name}",
+                "sha256": sha256(b),
+                "size": len(b),
+                "role": role,
+                "date": "2020-01-01",
+            }
+        )
+    cat = tmp_path / "catalog"
+    dataset_yaml(cat, "grid", {"kind": "direct", "files": files, "layout": "geotiff-pairs"})
+    with pytest.raises(DataError, match=r"c1\.tif: grid 4x4 differs from the fine grid 8x8"):
+        fetch("grid", catalog=cat, data_dir=tmp_path / "d", from_path=files_dir)
+    # coarse on its own grid: allowed when the YAML says so, resampled by the ratio (480/30 = 16 would not
+    # cover 8x8 from 4x4 at ratio 2, so use 60 m coarse)
+    dataset_yaml(
+        cat,
+        "grid",
+        {"kind": "direct", "files": files, "layout": "geotiff-pairs"},
+        coarse_on_fine_grid=False,
+        coarse={"name": "c", "resolution": {"value": 60, "unit": "m"}, "bands": ["red", "nir"]},
+    )
+    assert fetch("grid", catalog=cat, data_dir=tmp_path / "d", from_path=files_dir).ok
+    s = load_series("grid", data_dir=tmp_path / "d", catalog=cat)
+    assert s.ratio == 2 and np.allclose(s.read_coarse("2020-01-01"), 0.01)
