@@ -1,0 +1,225 @@
+"""End-to-end test of the built site in headless Chromium (Debian's chromium + chromedriver).
+
+The site is built from the real catalog, served by http.server on 127.0.0.1 (a free port) and
+driven with Selenium: search, timeline filters, a paper page with its BibTeX and copy button, the
+dataset table. Screenshots of the home, timeline and a paper page go to the test's tmp_path and
+to $STFCAT_SCREENSHOT_DIR when set.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                       reason="needs Debian's chromium and chromedriver (/usr/bin/chromium, /usr/bin/chromedriver)"),
+]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    from stfcat.catalog import load_catalog
+    from stfcat.site.build import build_site
+
+    out = tmp_path_factory.mktemp("site-e2e")
+    # A made-up two-row leaderboard, only to drive the sortable table.
+    results = out / "leaderboard.json"
+    results.write_text(json.dumps([
+        {"model": "copy-f1", "dataset": "demo", "split": "test", "metrics": {"rmse": 0.09, "ssim": 0.5},
+         "source": "reproduced here", "commit": "test"},
+        {"model": "delta", "dataset": "demo", "split": "test", "metrics": {"rmse": 0.03, "ssim": 0.8},
+         "source": "reproduced here", "commit": "test"},
+    ]))
+    res = build_site(out / "build", None, results)
+    handler = functools.partial(_QuietHandler, directory=str(res.html_dir))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", load_catalog()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _shot(driver, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000, f"{name} screenshot is (nearly) empty"
+    extra = os.environ.get("STFCAT_SCREENSHOT_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / path.name)
+    return path
+
+
+def _wait(driver, predicate, timeout: float = 10):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(predicate)
+
+
+def test_home_and_search_finds_swinstfm(served, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, catalog = served
+    if "swinstfm" not in catalog.papers:
+        pytest.skip("SwinSTFM is not in the catalog")
+    browser.get(base + "index.html")
+    assert "papers" in browser.find_element(By.TAG_NAME, "h1").text.lower() or browser.title
+    _shot(browser, tmp_path, "home")
+    box = browser.find_element(By.CSS_SELECTOR, "input.md-search__input")
+    box.click()
+    box.send_keys("swin")
+    results = _wait(browser, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".md-search-result__item a")
+                                         if "swinstfm" in (e.get_attribute("href") or "")])
+    assert results, "searching 'swin' does not find the SwinSTFM page"
+    doi = catalog.papers["swinstfm"].doi
+    box.clear()
+    box.send_keys(doi)
+    hits = _wait(browser, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".md-search-result__item a")
+                                      if "swinstfm" in (e.get_attribute("href") or "")])
+    assert hits, f"searching the DOI {doi} does not find the SwinSTFM page"
+
+
+def test_timeline_shows_every_paper_and_filters(served, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, catalog = served
+    browser.get(base + "timeline.html")
+    items = browser.find_elements(By.CSS_SELECTOR, ".stl-item")
+    assert len(items) == len(catalog.papers)
+    assert all(i.is_displayed() for i in items)
+    hrefs = {i.find_element(By.TAG_NAME, "a").get_attribute("href").rsplit("/", 1)[-1] for i in items}
+    assert hrefs == {f"{pid}.html" for pid in catalog.papers}
+    _shot(browser, tmp_path, "timeline")
+
+    keep = "cnn"
+    for box in browser.find_elements(By.CSS_SELECTOR, "#stl-filters input[name=cat]"):
+        if box.get_attribute("value") != keep:
+            browser.execute_script("arguments[0].click();", box)
+    shown = [i for i in items if i.is_displayed()]
+    n_keep = sum(p.category.value == keep for p in catalog.papers.values())
+    assert len(shown) == n_keep > 0
+    assert all(i.get_attribute("data-cat") == keep for i in shown)
+    assert browser.find_element(By.ID, "stl-count").text.startswith(f"{n_keep} of {len(catalog.papers)}")
+
+    # the year range hides papers outside it
+    years = sorted(p.year for p in catalog.papers.values() if p.category.value == keep)
+    lo = years[-1]
+    frm = browser.find_element(By.ID, "stl-from")
+    browser.execute_script("arguments[0].value = arguments[1];"
+                           "arguments[0].dispatchEvent(new Event('input'));", frm, str(lo))
+    shown = [i for i in items if i.is_displayed()]
+    assert len(shown) == sum(y >= lo for y in years)
+    assert all(int(i.get_attribute("data-year")) >= lo for i in shown)
+
+
+def test_paper_page_bibtex_and_copy_button(served, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    from stfcat.bibtex import paper_key
+
+    base, catalog = served
+    pid = "swinstfm" if "swinstfm" in catalog.papers else sorted(catalog.papers)[0]
+    paper = catalog.papers[pid]
+    browser.get(base + f"papers/{pid}.html")
+    codes = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "pre code")]
+    key = paper_key(paper)
+    assert any(c.lstrip().startswith("@") and key in c for c in codes), f"no BibTeX block with {key}: {codes}"
+    # mkdocs-material (content.code.copy) adds the copy button with JS after load
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "button.md-code__button[data-md-type=copy]"))
+    assert paper.doi in browser.find_element(By.TAG_NAME, "article").text
+    browser.execute_script("document.getElementById('links').scrollIntoView();")
+    time.sleep(0.6)  # let the theme's header-title transition finish before the screenshot
+    _shot(browser, tmp_path, "paper")
+
+
+def test_datasets_table_lists_all(served, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, catalog = served
+    browser.get(base + "datasets/index.html")
+    rows = browser.find_elements(By.CSS_SELECTOR, "article table tbody tr")
+    first_cells = {r.find_elements(By.TAG_NAME, "td")[0].text for r in rows}
+    assert set(catalog.datasets) <= first_cells
+    assert len(rows) == len(catalog.datasets)
+
+
+def test_paper_table_filters(served, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, catalog = served
+    browser.get(base + "papers/index.html")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#pt tbody tr")
+    assert len(rows) == len(catalog.papers) and all(r.is_displayed() for r in rows)
+    Select(browser.find_element(By.ID, "pt-cat")).select_by_value("gan")
+    shown = [r for r in rows if r.is_displayed()]
+    assert len(shown) == sum(p.category.value == "gan" for p in catalog.papers.values())
+    browser.execute_script("arguments[0].click();", browser.find_element(By.ID, "pt-run"))
+    runnable = {p.implementation.model for p in catalog.papers.values() if p.category.value == "gan"}
+    assert all(r.get_attribute("data-run") == "1" for r in rows if r.is_displayed())
+    assert len([r for r in rows if r.is_displayed()]) <= len(runnable - {None})
+
+
+def test_leaderboard_sorts_by_metric(served, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, _ = served
+    browser.get(base + "models.html")
+    table = next(t for t in browser.find_elements(By.CSS_SELECTOR, ".stfcat-sortable table")
+                 if "RMSE" in t.find_element(By.TAG_NAME, "thead").text)
+    heads = [h.text.strip() for h in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    col = heads.index("RMSE")
+
+    def models() -> list[str]:
+        return [r.find_elements(By.TAG_NAME, "td")[0].text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
+    header = table.find_elements(By.CSS_SELECTOR, "thead th")[col]
+    header.click()
+    assert models()[:2] == ["delta", "copy-f1"]  # ascending RMSE; the no-result baseline row last
+    assert models()[-1] == "upsample-c2"
+    header.click()
+    assert models()[:2] == ["copy-f1", "delta"]
+    assert "reproduced here" in table.text
