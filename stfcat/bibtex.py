@@ -8,6 +8,7 @@ their case. :func:`latex_to_text` is the exact inverse, which is what the round-
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -177,8 +178,20 @@ def paper_fields(paper: Paper) -> dict[str, object]:
     return out
 
 
+def _parse(text: str, **kwargs) -> bibtexparser.Library:
+    """``bibtexparser.parse_string`` without its logger warning about failed blocks: the caller
+    reports each failed block itself (:func:`describe_failed_block`), once, with the file name."""
+    log = logging.getLogger("bibtexparser")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return bibtexparser.parse_string(text, **kwargs)
+    finally:
+        log.setLevel(level)
+
+
 def _raw_entries(bibtex: str, where: str) -> list[model.Entry]:
-    lib = bibtexparser.parse_string(bibtex)
+    lib = _parse(bibtex)
     if lib.failed_blocks:
         raise BibtexError([describe_failed_block(b, where) for b in lib.failed_blocks])
     return list(lib.entries)
@@ -241,7 +254,7 @@ def read_bib_file(text: str, where: str) -> list[ImportedEntry]:
     malformed block an error naming it."""
     from bibtexparser.middlewares import LatexDecodingMiddleware
 
-    lib = bibtexparser.parse_string(text, append_middleware=[LatexDecodingMiddleware()])
+    lib = _parse(text, append_middleware=[LatexDecodingMiddleware()])
     if lib.failed_blocks:
         raise BibtexError([describe_failed_block(b, where) for b in lib.failed_blocks])
     out = []
@@ -307,7 +320,11 @@ def plan_import(bib_path, root, category: str | None = None) -> ImportPlan:
     import yaml
 
     bib_path, root = Path(bib_path), Path(root)
-    entries = read_bib_file(bib_path.read_text(encoding="utf-8"), str(bib_path))
+    try:
+        text = bib_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BibtexError([f"{bib_path}: cannot read it as UTF-8 text ({exc})"]) from None
+    entries = read_bib_file(text, str(bib_path))
     known: dict[str, str] = {}
     for sub in ("papers", "datasets"):
         for f in sorted((root / sub).glob("*.yaml")):

@@ -212,3 +212,41 @@ def test_dataset_bibtex_and_key_collisions_are_checked(tmp_path):
     g.write_text(g.read_text() + "bibtex_key: Lovelace2020AlphaNet\n")
     _, problems = validate_catalog(root, models=False)
     assert [(p.file.name, p.line, p.field) for p in problems] == [("beta-gan.yaml", 17, "bibtex_key")]
+
+
+@pytest.mark.parametrize(("field", "old", "new", "line"), [
+    ("category", "category: gan", "category: gans", 11),
+    ("task", "task: reflectance", "task: temperature", 12),
+])
+def test_category_and_task_must_be_enum_values(tmp_path, field, old, new, line):
+    root = tmp_path / "cat"
+    shutil.copytree(OK, root)
+    f = root / "papers" / "beta-gan.yaml"
+    f.write_text(f.read_text().replace(old, new))
+    _, problems = validate_catalog(root, models=False)
+    assert [(p.file.name, p.line, p.field) for p in problems] == [("beta-gan.yaml", line, field)], problems
+    assert "Input should be" in problems[0].message and repr(new.split(": ")[1]) in problems[0].message
+
+
+def test_dataset_references_to_papers_must_resolve(tmp_path):
+    root = tmp_path / "cat"
+    shutil.copytree(OK, root)
+    f = root / "datasets" / "toy.yaml"
+    f.write_text(f.read_text().replace("citation:\n- alpha-net", "citation:\n- alpha-nett"))
+    _, problems = validate_catalog(root, models=False)
+    assert [(p.line, p.field) for p in problems] == [(16, "citation.0")], problems
+    assert problems[0].message == "unknown paper 'alpha-nett'; did you mean alpha-net?"
+
+
+def test_direct_access_needs_files_with_checksums(tmp_path):
+    root = tmp_path / "cat"
+    shutil.copytree(OK, root)
+    f = root / "datasets" / "toy.yaml"
+    f.write_text(f.read_text().replace("  kind: external", "  kind: direct"))
+    _, problems = validate_catalog(root, models=False)
+    assert [(p.line, p.field) for p in problems] == [(17, "access")], problems
+    assert "needs at least one file with url and sha256" in problems[0].message
+    f.write_text(f.read_text().replace("  kind: direct", "  kind: direct\n  files:\n  - name: a.tif\n"
+                                       "    url: https://example.org/a.tif\n    sha256: abc\n    size: 10"))
+    _, problems = validate_catalog(root, models=False)
+    assert [p.field for p in problems] == ["access.files.0.sha256"], problems

@@ -48,3 +48,14 @@ def test_shipped_catalog_swin_finds_swinstfm():
     hits = search(load_catalog(), "swin")
     assert hits[0].id == "swinstfm"
     assert search(load_catalog(), "STFDCNN")[0].id == "stfdcnn"
+
+
+@pytest.mark.parametrize(("query", "first"), [
+    ("high-pass modulation", "stfdcnn"),   # words of a summary
+    ("Chanussot", "stfnet"),               # an author (of stfnet and survey-li-2022)
+    ("10.1016/j.jag.2022.103113", "mustfn"),
+    ("diffusion", "diffstf"),
+])
+def test_shipped_catalog_queries(query, first):
+    hits = search(load_catalog(), query)
+    assert hits and first in [h.id for h in hits[:3]], hits[:5]

@@ -192,8 +192,7 @@ def show(
     item = _get(cat, item_id)
     bib = to_bibtex(entries_for([item], cat.papers))
     if isinstance(item, Paper):
-        action = (how_to_run(item, cat) if item.implementation.model
-                  else [f"not implemented in stfcat: {item.implementation.reason}"])
+        action = how_to_run(item, cat) if item.implementation.model else [_not_runnable(item.implementation.reason)]
         used = item.datasets
     else:
         action = how_to_get(item)
@@ -227,6 +226,11 @@ def show(
         con.print("  " + escape(line))
     con.print("\n[bold]BibTeX[/bold]")
     typer.echo(bib.rstrip())
+
+
+def _not_runnable(reason: str) -> str:
+    # Reasons often already say "not yet implemented in stfcat; ...": don't say it twice.
+    return reason if reason.lower().startswith("not ") else f"not implemented in stfcat: {reason}"
 
 
 def _fmt(value) -> str:
@@ -280,14 +284,15 @@ def cite(
     else:
         items = [_get(cat, i) for i in ids]
     try:
-        text = to_bibtex(entries_for(items, cat.papers))
+        entries = entries_for(items, cat.papers)
     except BibtexError as exc:
         raise fail(str(exc)) from None
+    text = to_bibtex(entries)
     if output is None:
         typer.echo(text.rstrip())
         return
     _write_atomic(output, text)
-    typer.echo(f"wrote {text.count('@')} entries to {output}", err=True)
+    typer.echo(f"wrote {len(entries)} entries to {output}", err=True)
 
 
 @app.command()
@@ -307,7 +312,7 @@ def add(
     try:
         plan = plan_import(bibtex, root, category)
     except BibtexError as exc:
-        raise fail(str(exc)) from None
+        raise fail(f"{exc}\nnothing was written to {root / 'papers'}") from None
     for message in plan.skipped:
         typer.echo(message)
     for path, text, todo in plan.files:

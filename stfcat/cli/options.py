@@ -35,5 +35,8 @@ def open_catalog(root: Path | None):  # -> stfcat.catalog.Catalog (imported lazi
     except CatalogError as exc:
         for p in exc.problems:
             typer.echo(str(p), err=True)
+        if root is not None and all(Path(p.file).resolve() == Path(root).resolve() for p in exc.problems):
+            # The folder itself is wrong: say where the path came from.
+            raise fail("the catalog folder is chosen with --catalog DIR or the STFCAT_CATALOG variable") from None
         msg = f"the catalog has {len(exc.problems)} problem(s); run `stfcat validate` after fixing them"
         raise fail(msg) from None
