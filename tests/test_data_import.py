@@ -4,6 +4,7 @@ that mimic the real ones, manual datasets (`--from`), and the declarative role/d
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import tarfile
 
 import numpy as np
@@ -19,17 +20,30 @@ MON = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "no
 
 
 def _cia_tree(root, dates=CIA_DATES, size=(24, 20), lgc=False):
-    """CIA: Landsat-7 .bil (BIL) + MODIS .int (BSQ), int16 x 10000, 6 bands, per-date folders.
-    LGC: Landsat-5 files named YYYYMMDD_TM.int."""
+    """The layout of the CSIRO downloads, at a small size:
+    ``Landsat_and_MODIS_data_for_the_<site>-<id>/data/<CIA|LGC>/<Landsat|MODIS>/<YYYY_DOY_date>/<file>``.
+    CIA: Landsat-7 ``L71093084_08420YYYYMMDD_HRF_modtran_surf_ref_agd66.bil`` (BIL; one ``L72...``),
+    date folders like ``2001_281_08oct``; LGC: Landsat-5 ``YYYYMMDD_TM.int`` (BSQ), date folders like
+    ``2004_331_Nov26``; MODIS ``MOD09GA_AYYYYDDD.sur_refl.int`` (BSQ); int16 x 10000, 6 bands,
+    a few negative values (atmospheric-correction noise), ENVI headers beside each image."""
     rng = np.random.default_rng(3)
     truth = {}
-    top = root / ("LGC" if lgc else "CIA")
-    for d in dates:
+    site = (
+        "Landsat_and_MODIS_data_for_the_Lower_Gwydir_Catchment_study_site-Umpuxcm0-"
+        if lgc
+        else "Landsat_and_MODIS_data_for_the_Coleambally_Irrigation_Area-W_ks3jCn-"
+    )
+    top = root / site / "data" / ("LGC" if lgc else "CIA")
+    for i, d in enumerate(dates):
         day = dt.date.fromisoformat(d)
         doy = day.timetuple().tm_yday
-        folder = f"{day.year}_{doy:03d}_{day.day:02d}{MON[day.month - 1]}"
+        if lgc:
+            folder = f"{day.year}_{doy:03d}_{MON[day.month - 1].title()}{day.day:02d}"
+        else:
+            folder = f"{day.year}_{doy:03d}_{day.day:02d}{MON[day.month - 1]}"
         prev = day - dt.timedelta(days=1)  # Landsat names carry the previous (UTC) day
         fine = (rng.random((6, *size)) * 5000 + 100).astype(np.int16)
+        fine[:, 0, :3] = -20  # small negative reflectance, clipped to 0 when read
         coarse = (
             fine.reshape(6, size[0] // 4, 4, size[1] // 4, 4)
             .mean(axis=(2, 4))
@@ -41,13 +55,15 @@ def _cia_tree(root, dates=CIA_DATES, size=(24, 20), lgc=False):
             lname = f"{day:%Y%m%d}_TM.int"
             write_envi(top / "Landsat" / folder / lname, fine, "bsq")
         else:
-            lname = f"L71093084_08420{prev:%Y%m%d}_HRF_modtran_surf_ref_agd66.bil"
+            sat = "L72" if i == 1 else "L71"
+            lname = f"{sat}093084_08420{prev:%Y%m%d}_HRF_modtran_surf_ref_agd66.bil"
             write_envi(top / "Landsat" / folder / lname, fine, "bil")
         mname = f"MOD09GA_A{day.year}{doy:03d}.sur_refl.int"
         mpath = top / "MODIS" / folder / mname
-        write_envi(mpath, coarse, "bsq", header=mpath.parent / (mname + ".hdr"))
-        truth[d] = (fine, coarse)
-    (top / "readme.txt").write_text("CSIRO collection\n")
+        # both header namings ENVI allows: image.int.hdr and image.hdr
+        write_envi(mpath, coarse, "bsq", header=mpath.parent / (mname + ".hdr") if i % 2 == 0 else None)
+        truth[d] = (np.maximum(fine, 0), coarse)
+    (top.parent.parent / "readme.txt").write_text("CSIRO collection\n")
     return truth
 
 
@@ -125,7 +141,7 @@ def test_lgc_style_names(tmp_path):
     cat = _manual_catalog(tmp_path, "lgc", dates)
     tar = tmp_path / "lgc.tar.gz"
     with tarfile.open(tar, "w:gz") as tf:
-        tf.add(src / "LGC", arcname="LGC")
+        tf.add(src, arcname=".")
     assert fetch("lgc", catalog=cat, data_dir=tmp_path / "data", from_path=tar).ok
     s = load_series("lgc", data_dir=tmp_path / "data", catalog=cat)
     assert s.dates == dates
@@ -139,7 +155,7 @@ def test_csiro_missing_date_and_header(tmp_path):
     with pytest.raises(DataError, match="2001-11-02"):
         fetch("cia", catalog=cat, data_dir=tmp_path / "d1", from_path=src)
     _cia_tree(src)
-    next(src.rglob("MOD09GA_A2001290.sur_refl.int.hdr")).unlink()
+    next(src.rglob("MOD09GA_A2001290.sur_refl.hdr")).unlink()
     with pytest.raises(DataError, match=r"MOD09GA_A2001290\.sur_refl\.int: ENVI image without a \.hdr"):
         fetch("cia", catalog=cat, data_dir=tmp_path / "d2", from_path=src)
 
@@ -148,7 +164,7 @@ def test_csiro_band_count_mismatch_names_file(tmp_path):
     src = tmp_path / "download"
     _cia_tree(src)
     bad = next(src.rglob("MOD09GA_A2001290.sur_refl.int"))
-    write_envi(bad, np.ones((4, 24, 20), np.int16), "bsq", header=bad.parent / (bad.name + ".hdr"))
+    write_envi(bad, np.ones((4, 24, 20), np.int16), "bsq")  # its header is MOD09GA_A2001290.sur_refl.hdr
     cat = _manual_catalog(tmp_path)
     with pytest.raises(DataError, match=r"MOD09GA_A2001290\.sur_refl\.int: 4 bands.*6"):
         fetch("cia", catalog=cat, data_dir=tmp_path / "d", from_path=src)
@@ -231,3 +247,85 @@ def test_declared_importer_checks(tmp_path):
     assert fetch("grid", catalog=cat, data_dir=tmp_path / "d", from_path=files_dir).ok
     s = load_series("grid", data_dir=tmp_path / "d", catalog=cat)
     assert s.ratio == 2 and np.allclose(s.read_coarse("2020-01-01"), 0.01)
+
+
+def test_bad_manual_archive_never_replaces_a_good_import(tmp_path):
+    src = tmp_path / "download"
+    truth = _cia_tree(src)
+    cat = _manual_catalog(tmp_path)
+    good = _zip_folder(src, tmp_path / "cia.zip")
+    assert fetch("cia", catalog=cat, data_dir=tmp_path / "data", from_path=good).ok
+    s = load_series("cia", data_dir=tmp_path / "data", catalog=cat)
+    assert s.manifest.source["from"] == "cia.zip" and s.manifest.source["sha256"] == sha256(good.read_bytes())
+    manifest_before = (s.root / "manifest.json").read_bytes()
+    # a second archive that lacks a date: refused, naming the date, and the first import still works
+    for p in list(src.rglob("2001_306_02nov")):
+        shutil.rmtree(p)
+    bad = _zip_folder(src, tmp_path / "cia-incomplete.zip")
+    with pytest.raises(DataError, match="2001-11-02"):
+        fetch("cia", catalog=cat, data_dir=tmp_path / "data", from_path=bad)
+    assert (s.root / "manifest.json").read_bytes() == manifest_before
+    files = s.root / "files"
+    assert sorted(p.name for p in files.iterdir()) == ["archive"]  # no staging folder left behind
+    s2 = load_series("cia", data_dir=tmp_path / "data", catalog=cat)
+    np.testing.assert_allclose(
+        s2.read_fine("2001-11-02"), truth["2001-11-02"][0] * np.float32(1e-4), rtol=1e-6
+    )
+
+
+def test_shipped_cia_lgc_entries_record_the_csiro_sources(tmp_path):
+    from stfcat.catalog import load_catalog
+
+    cat = load_catalog()
+    for ds_id, collection, n_dates, n_train in (("cia", "csiro:5846", 17, 11), ("lgc", "csiro:5847", 14, 11)):
+        ds = cat.datasets[ds_id]
+        assert ds.access.kind == "manual" and ds.access.layout == "csiro-envi"
+        assert ds.landing_page == f"https://data.csiro.au/collection/{collection}"
+        assert (
+            collection in ds.access.instructions and f"stfcat fetch {ds_id} --from" in ds.access.instructions
+        )
+        assert ds.doi and ds.doi.startswith("10.4225/08/")
+        assert len(ds.dates) == n_dates and len(ds.split.train) == n_train
+        assert set(ds.split.train) | set(ds.split.test) == set(ds.dates)
+    cia = cat.datasets["cia"]
+    assert cia.split.train == cia.dates[:11]  # the literature's split: first 11 pairs train
+    res = fetch("cia", catalog=cat, data_dir=tmp_path)
+    assert res.status == "manual" and "csiro:5846" in res.message
+
+
+def test_archives_inside_the_download_are_extracted(tmp_path):
+    """A portal zip that holds one zip per date folder imports like the unpacked tree."""
+    src = tmp_path / "download"
+    truth = _cia_tree(src)
+    for date_dir in sorted(p for p in src.rglob("*") if p.is_dir() and p.parent.name == "MODIS"):
+        _zip_folder(date_dir, date_dir.parent / f"{date_dir.name}.zip")
+        shutil.rmtree(date_dir)
+    assert not list(src.rglob("MOD09GA_*"))
+    cat = _manual_catalog(tmp_path)
+    res = fetch(
+        "cia", catalog=cat, data_dir=tmp_path / "data", from_path=_zip_folder(src, tmp_path / "cia.zip")
+    )
+    assert res.ok
+    s = load_series("cia", data_dir=tmp_path / "data", catalog=cat)
+    assert s.dates == CIA_DATES
+    np.testing.assert_allclose(
+        s.read_coarse(CIA_DATES[2]), truth[CIA_DATES[2]][1] * np.float32(1e-4), rtol=1e-6
+    )
+    assert not list((s.root / "files").rglob("*.zip"))
+
+
+def test_bands_are_never_guessed_from_the_file(tmp_path):
+    src = tmp_path / "download"
+    _cia_tree(src)
+    cat = _manual_catalog(tmp_path)
+    dataset_yaml(
+        cat,
+        "cia",
+        {"kind": "manual", "layout": "csiro-envi", "instructions": "portal"},
+        fine={"name": "L7", "resolution": {"value": 30, "unit": "m"}, "bands": []},
+        dates=CIA_DATES,
+    )
+    with pytest.raises(DataError, match=r"'cia': fine\.bands is empty"):
+        fetch("cia", catalog=cat, data_dir=tmp_path / "d", from_path=src)
+    assert not (tmp_path / "d" / "cia" / "manifest.json").exists()
+    assert not (tmp_path / "d" / "cia" / "files" / "archive").exists()

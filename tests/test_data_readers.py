@@ -162,7 +162,7 @@ def test_resample_by_ratio_and_errors(tmp_path):
             p, scale_factor=1e-4, fine_shape=(200, 96), fine_crs=None, fine_transform=None, ratio=16
         )
     g, _ = _coarse_ramp(tmp_path, georef=True)
-    with pytest.raises(DataError, match="does not overlap"):
+    with pytest.raises(DataError, match=r"c1\.tif: the coarse image does not overlap"):
         read_resampled(
             g,
             scale_factor=1e-4,
@@ -225,3 +225,127 @@ def test_real_kranj_per_role_scale(tmp_path):
     assert np.nanmean(fine[0]) == pytest.approx(0.03439, abs=2e-4)
     assert np.nanmean(coarse[0]) == pytest.approx(0.03125, abs=2e-4)
     assert s.manifest.pairs[0].coarse.scale_factor == 1.0
+
+
+def test_real_manifests_keep_facts(tmp_path):
+    from stfcat.data import read_manifest
+
+    s = _import_real(tmp_path, "fixture-shenzhen", "shenzhen-l7-modis")
+    m = read_manifest(s.root)
+    assert m.nodata == 32767 and m.scale_factor == pytest.approx(1e-4) and m.crs == "EPSG:32649"
+    assert m.transform == pytest.approx([30, 0, 796065, 0, -30, 2510655])
+    assert [p.date for p in m.pairs] == ["2000-11-01", "2002-11-07"]
+    assert all(p.fine.path.startswith("files/") and p.coarse.grid == "fine" for p in m.pairs)
+    lgc = read_manifest(_import_real(tmp_path / "lgc", "fixture-lgc-fsdaf", "fsdaf-testdata-lgc").root)
+    assert lgc.crs is None and lgc.transform is None and lgc.ratio == 16 and lgc.nodata == 0
+    # the SVM classification (role other) and the headers are not images of the series
+    assert {p.fine.path.split("/")[-1] for p in lgc.pairs} == {"Landsat20041126", "Landsat20041228"}
+
+
+def test_real_realset1_no_georef(tmp_path):
+    s = _import_real(tmp_path, "fixture-realset1", "imagefusion-realset1")
+    assert s.shape == (444, 444) and s.profile["crs"] is None and len(s.bands) == 4
+    assert s.dates == ["2016-08-07", "2016-08-23", "2016-08-30"]
+    # only the bilinear MODIS files are coarse images; the nearest-neighbour ones (role other) are not
+    assert all("bilinear" in s.path(d, "coarse").name for d in s.dates)
+    c = s.read_coarse("2016-08-07")
+    assert np.isfinite(c).all() and 0.02 < float(np.nanmean(c)) < 0.4
+    # the Landsat files are DN, not x10000 reflectance (SOURCE.md): the reading rule masks what falls
+    # above 1.6 instead of passing impossible reflectance on
+    f = s.read_fine("2016-08-07")
+    assert 0.0 < np.isnan(f).mean() < 0.5 and np.nanmax(f) <= 1.6
+
+
+def test_band_order_and_scale_come_from_the_manifest(tmp_path):
+    import json
+
+    folder = tmp_path / "s"
+    data = np.stack([np.full((4, 4), v, np.int16) for v in (100, 200, 300)])
+    write_geotiff(folder / "f.tif", data)
+    write_geotiff(folder / "c.tif", data * 10)  # stored x1000 instead of x10000
+    manifest = {
+        "format": "stfcat-manifest",
+        "name": "s",
+        "bands": ["red", "nir"],
+        "scale_factor": 1e-4,
+        "shape": [4, 4],
+        "pairs": [
+            {
+                "date": "2020-01-01",
+                "fine": {"path": "f.tif", "bands": [3, 1]},
+                "coarse": {"path": "c.tif", "bands": [3, 1], "scale_factor": 1e-5},
+            }
+        ],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    s = load_series(folder)
+    np.testing.assert_allclose(s.read_fine("2020-01-01")[:, 0, 0], [0.03, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(s.read_coarse("2020-01-01")[:, 0, 0], [0.03, 0.01], rtol=1e-6)
+    manifest["pairs"][0]["fine"]["bands"] = [4, 1]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"f\.tif: band index 4 requested but the file has 3 bands"):
+        load_series(folder).read_fine("2020-01-01")
+
+
+def test_reads_are_windowed_not_whole_scenes(tmp_path, monkeypatch):
+    """Memory follows the window: a tile read never asks GDAL for the whole fine or coarse scene."""
+    import rasterio.io
+
+    s = load_series("demo", data_dir=tmp_path)
+    asked: list[tuple[int, int]] = []
+    orig = rasterio.io.DatasetReader.read
+
+    def spy(self, *args, window=None, **kw):
+        assert window is not None, f"{self.name}: whole-file read"
+        asked.append((int(window.height), int(window.width)))
+        return orig(self, *args, window=window, **kw)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    case = s.cases(2)[0]
+    inputs, target, valid = case.read((64, 96, 32, 32))
+    assert inputs["c2"].shape == (6, 32, 32) and valid.shape == (32, 32)
+    fine_reads = [a for a in asked if a == (32, 32)]
+    coarse_reads = [a for a in asked if a != (32, 32)]
+    assert len(fine_reads) == 3 and len(coarse_reads) == 3  # f1, f3, target; c1, c2, c3
+    # 32 fine px = 2 coarse px, plus the bilinear margin: a few coarse pixels, not the 16x16 scene
+    assert all(h <= 8 and w <= 8 for h, w in coarse_reads)
+
+
+@pytest.mark.parametrize(
+    "ds_id,folder,n_files",
+    [
+        ("fixture-kranj", "imagefusion-kranj", 6),
+        ("fixture-lgc-fsdaf", "fsdaf-testdata-lgc", 10),
+        ("fixture-realset1", "imagefusion-realset1", 9),
+        ("fixture-shenzhen", "shenzhen-l7-modis", 4),
+    ],
+)
+def test_cli_fetch_from_real_folder(tmp_path, ds_id, folder, n_files):
+    """`stfcat fetch ID --from FOLDER --dir DIR` with the shipped catalog: sha256 verified, manifest built."""
+    from typer.testing import CliRunner
+
+    from stfcat.cli.main import app
+
+    src = REAL / folder
+    if not src.is_dir():
+        pytest.skip(f"real test data absent: {src} (the shared fixtures live in ../shared/data/real)")
+    r = CliRunner().invoke(app, ["fetch", ds_id, "--from", str(src), "--dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert f"{n_files} file(s) imported" in r.output
+    s = load_series(ds_id, data_dir=tmp_path)
+    assert s.read_fine(s.dates[0]).shape == (len(s.bands), *s.shape)
+    # a second --from run after a file went bad locally at the source is refused with both hashes
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for p in src.rglob("*"):
+        if p.is_file():
+            dest = bad / p.relative_to(src)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(p.read_bytes())
+    from stfcat.catalog import load_catalog
+
+    listed = {f.name for f in load_catalog().datasets[ds_id].access.files}
+    victim = next(p for p in sorted(bad.rglob("*")) if p.name in listed and p.stat().st_size > 1000)
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")
+    r = CliRunner().invoke(app, ["fetch", ds_id, "--from", str(bad), "--dir", str(tmp_path / "again")])
+    assert r.exit_code == 1 and "sha256 mismatch" in r.output and victim.name in r.output

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -41,14 +42,12 @@ def test_demo_facts(demo):
     assert demo.profile["crs"] == "EPSG:32650"
 
 
-def test_demo_is_deterministic_and_fast(tmp_path):
-    t0 = time.perf_counter()
+def test_demo_is_deterministic(tmp_path):
+    # speed (well under 2 s) is measured by hand / benchmarks, never asserted in a test
     a = demo_mod.generate(7)
-    elapsed = time.perf_counter() - t0
     b = demo_mod.generate(7)
     c = demo_mod.generate(8)
     assert np.array_equal(a["fine"], b["fine"]) and not np.array_equal(a["fine"], c["fine"])
-    assert elapsed < 10  # generous: the budget is 2 s, but CI machines are shared
     f = a["fine"]
     assert -0.05 < f.min() and f.max() < 0.8  # realistic reflectance
     nir, red = f[:, 3], f[:, 2]
@@ -180,6 +179,9 @@ def test_tiles_cover_and_blend_seamlessly(shape, tile, overlap):
     for w in wins:
         blender.add(w, scene[:, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width])
     np.testing.assert_allclose(blender.result(), scene, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(blender.result(), scene, rtol=1e-5, atol=1e-6)  # idempotent
+    with pytest.raises(ValueError, match="already taken"):
+        blender.add(wins[0], scene[:, : wins[0].height, : wins[0].width])
 
 
 def test_blending_crossfades_disagreeing_tiles():
@@ -193,6 +195,10 @@ def test_blending_crossfades_disagreeing_tiles():
     assert (steps >= -1e-6).all() and steps.max() < 0.2  # a gradual ramp, no jump (seam)
     with pytest.raises(ValueError, match="overlap"):
         list(iter_tiles((10, 10), 8, 8))
+    partial = TileBlender((4, 4), 1)
+    partial.add((0, 0, 4, 2), np.ones((1, 2, 4), np.float32))
+    with pytest.raises(ValueError, match="8 pixels were covered by no tile.*row 2, col 0"):
+        partial.result()
 
 
 def test_load_series_from_folder_and_errors(tmp_path):
@@ -274,3 +280,95 @@ def test_external_dataset_is_not_fetchable(tmp_path):
         load_series("far", catalog=cat, data_dir=tmp_path / "data")
     with pytest.raises(KeyError, match="far"):
         load_series("fra", catalog=cat, data_dir=tmp_path / "data")
+
+
+def test_demo_scene_has_phenology_small_objects_psf_and_misregistration():
+    from scipy.ndimage import gaussian_filter, label
+
+    s = demo_mod.generate()
+    f, c, cls = s["fine"], s["coarse"], s["classes"]
+    t, b, h, w = f.shape
+    ndvi = (f[:, 3] - f[:, 2]) / (f[:, 3] + f[:, 2])
+    traj = np.array([[ndvi[i][cls == k].mean() for i in range(t)] for k in range(4)])
+    # class-specific phenology: summer and winter crops peak on different dates, the forest barely moves
+    assert traj[0].argmax() != traj[1].argmax() and np.ptp(traj[0]) > 0.3 and np.ptp(traj[3]) < 0.15
+    # the harvest: an abrupt NDVI drop of the winter crop between two consecutive dates
+    assert np.diff(traj[1]).min() < -0.3
+    # objects smaller than one coarse pixel (16 x 16 fine pixels): buildings and ponds
+    small = 0
+    for k in (4, 5):
+        lab, _ = label(cls == k)
+        small += int((np.bincount(lab.ravel())[1:] < demo_mod.RATIO**2).sum())
+    assert small >= 20
+    # the coarse images are explained by shift (2, -1) + a PSF wider than a block, not by a block mean
+    k = h // demo_mod.RATIO
+
+    def coarse_model(shift, sigma):
+        x = np.roll(f, shift, axis=(2, 3))
+        if sigma:
+            x = gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="nearest")
+        return x.reshape(t, b, k, demo_mod.RATIO, k, demo_mod.RATIO).mean(axis=(3, 5)) * 1.02 + 0.004
+
+    def rmse(model):
+        return float(np.sqrt(np.mean((c - model) ** 2)))
+
+    full = rmse(coarse_model((2, -1), 10))
+    assert full < 0.006  # what is left is the coarse sensor noise
+    assert rmse(coarse_model((0, 0), 10)) > 2 * full  # misregistration is there
+    assert rmse(coarse_model((2, -1), 0)) > 4 * full  # the PSF is wider than the block
+
+
+def test_with_split_selects_another_split(demo):
+    d = demo.dates
+    other = demo.with_split(train=d[:3], test=d[3:5])
+    assert other.split == {"train": d[:3], "test": d[3:5]}
+    assert demo.split["train"] == d[:5]  # the original is untouched
+    assert [c.target_date for c in other.cases(1, "test")] == d[3:5]
+    assert all(c.target_date in d[:3] for c in other.cases(1, "train"))
+    with pytest.raises(DataError, match=r"1999-01-01.*manifest\.json"):
+        demo.with_split(train=["1999-01-01"], test=d[5:])
+    with pytest.raises(DataError, match="both train and test"):
+        demo.with_split(train=d[:3], test=d[2:4])
+
+
+def test_fine_grid_mismatch_names_the_file(tmp_path):
+    folder = tmp_path / "s"
+    write_geotiff(folder / "f1.tif", np.full((2, 8, 8), 1000, np.int16))
+    write_geotiff(folder / "c1.tif", np.full((2, 8, 6), 1000, np.int16))
+    manifest = {
+        "format": "stfcat-manifest",
+        "name": "s",
+        "bands": ["red", "nir"],
+        "scale_factor": 1e-4,
+        "shape": [8, 8],
+        "pairs": [{"date": "2020-01-01", "fine": {"path": "f1.tif"}, "coarse": {"path": "c1.tif"}}],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    s = load_series(folder)
+    with pytest.raises(DataError, match=r"c1\.tif: grid is 8x6 but the fine grid is 8x8"):
+        s.read_coarse("2020-01-01")
+
+
+def test_readme_one_liner(tmp_path):
+    code = (
+        "from stfcat.data import load_series; s = load_series('demo'); c = s.cases(1)[0]; "
+        "b, t, v = c.tensors(); print(s, c.id, tuple(b['f1'].shape), tuple(t.shape), int(v.sum()))"
+    )
+    env = {**__import__("os").environ, "STFCAT_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "PairSeries('demo'" in out.stdout and "(1, 6, 256, 256)" in out.stdout
+    assert (tmp_path / "demo" / "manifest.json").is_file()
+
+
+def test_demo_yaml_matches_the_generator(demo):
+    from stfcat.catalog import load_catalog
+
+    ds = load_catalog().datasets["demo"]
+    assert ds.access.kind == "embedded"
+    assert ds.dates == demo.dates and ds.n_dates == len(demo.dates)
+    assert ds.split.train == demo.split["train"] and ds.split.test == demo.split["test"]
+    assert list(ds.fine.bands) == demo.bands and ds.image_size == f"{demo.shape[0]}x{demo.shape[1]}"
+    assert ds.coarse.resolution.value / ds.fine.resolution.value == demo.ratio
+    assert ds.scale_factor == demo.scale_factor and ds.nodata == demo.manifest.nodata
+    assert ds.coarse_on_fine_grid is False  # the demo's coarse files stay on their 480 m grid

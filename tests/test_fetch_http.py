@@ -3,6 +3,7 @@ retries, every failure mode, offline --from, and the CLI."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_data_dir_from_environment(tmp_path, server, monkeypatch):
 
 def test_not_fetched_error_names_the_command(tmp_path, server):
     cat, _ = _catalog(tmp_path, server)
-    with pytest.raises(NotFetchedError, match="stfcat fetch toy"):
+    with pytest.raises(NotFetchedError, match=f"`stfcat fetch toy --dir {tmp_path / 'empty'}`"):
         load_series("toy", catalog=cat, data_dir=tmp_path / "empty")
 
 
@@ -172,8 +173,11 @@ def test_offline_from_folder_and_archive(tmp_path, server):
     for f in files:
         (src / f["name"]).write_bytes(server.routes[f"/{f['name']}"][1])
     server.routes.clear()  # the server knows nothing any more: everything must come from --from
+    (src / "aaa-other-version").mkdir()  # same name, other content, found first: the hash decides
+    (src / "aaa-other-version" / files[0]["name"]).write_bytes(b"an unfilled variant")
     res = fetch("toy", catalog=cat, data_dir=tmp_path / "d1", from_path=src, progress=False)
     assert res.ok and load_series("toy", data_dir=tmp_path / "d1", catalog=cat).dates == DATES
+    shutil.rmtree(src / "aaa-other-version")
     archive = tmp_path / "bundle.zip"
     archive.write_bytes(zip_bytes({f"some/dir/{f['name']}": (src / f["name"]).read_bytes() for f in files}))
     assert fetch("toy", catalog=cat, data_dir=tmp_path / "d2", from_path=archive, progress=False).ok
@@ -186,8 +190,31 @@ def test_offline_from_folder_and_archive(tmp_path, server):
         fetch("toy", catalog=cat, data_dir=tmp_path / "d4", from_path=src, progress=False)
 
 
-def test_archive_with_traversal_is_refused_and_nothing_written_outside(tmp_path, server):
-    bad = zip_bytes({"ok.txt": b"fine", "../../escaped.txt": b"evil"})
+def _tar_with_outward_symlink() -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        ok = tarfile.TarInfo("ok.txt")
+        ok.size = 4
+        tf.addfile(ok, io.BytesIO(b"fine"))
+        link = tarfile.TarInfo("escaped.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../../escaped-target"
+        tf.addfile(link)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make,pattern",
+    [
+        (lambda: zip_bytes({"ok.txt": b"fine", "../../escaped.txt": b"evil"}), r"\.\./\.\./escaped\.txt"),
+        (_tar_with_outward_symlink, r"escaped\.txt'? is a link to '\.\./\.\./\.\./escaped-target'"),
+    ],
+    ids=["zip-traversal", "tar-outward-symlink"],
+)
+def test_archive_with_traversal_is_refused_and_nothing_written_outside(tmp_path, server, make, pattern):
+    bad = make()
     server.routes["/bad.zip"] = ("ok", bad)
     cat = tmp_path / "catalog"
     dataset_yaml(
@@ -209,9 +236,9 @@ def test_archive_with_traversal_is_refused_and_nothing_written_outside(tmp_path,
     )
     from stfcat.data import UnsafeArchiveError
 
-    with pytest.raises(UnsafeArchiveError, match=r"\.\./\.\./escaped\.txt"):
+    with pytest.raises(UnsafeArchiveError, match=pattern):
         fetch("evil", catalog=cat, data_dir=tmp_path / "data", progress=False, retries=0)
-    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not list(tmp_path.rglob("escaped*"))
     assert not (tmp_path / "data" / "evil" / "files" / "bad").exists()
 
 
@@ -252,6 +279,13 @@ def test_cli_fetch_messages(tmp_path, server):
     assert r.exit_code == 1 and "HTTP 404" in r.output
     # a failed --force keeps the good files it had
     assert {p.name: p.read_bytes() for p in (tmp_path / "data" / "toy" / "files").iterdir()} == before
+    # a --force run killed after moving a file aside: the next run puts the good copy back, no download
+    files_dir = tmp_path / "data" / "toy" / "files"
+    name = sorted(before)[0]
+    (files_dir / name).rename(files_dir / f".{name}.bak")
+    r = runner.invoke(app, ["fetch", "toy", "--catalog", str(cat), "--dir", str(tmp_path / "data")])
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.read_bytes() for p in files_dir.iterdir()} == before
 
 
 def test_cli_fetch_demo(tmp_path):
@@ -260,3 +294,62 @@ def test_cli_fetch_demo(tmp_path):
     r = CliRunner().invoke(app, ["fetch", "demo", "--dir", str(tmp_path)])
     assert r.exit_code == 0 and "nothing to download" in r.output
     assert (tmp_path / "demo" / "manifest.json").is_file()
+
+
+def test_default_data_dir_is_the_platform_cache_and_dir_beats_env(tmp_path, monkeypatch):
+    import pooch
+
+    from stfcat.data import data_root, dataset_dir
+
+    monkeypatch.delenv("STFCAT_DATA_DIR", raising=False)
+    assert data_root() == pooch.os_cache("stfcat")
+    monkeypatch.setenv("STFCAT_DATA_DIR", str(tmp_path / "env"))
+    assert data_root() == tmp_path / "env"
+    assert dataset_dir("cia", tmp_path / "cli") == tmp_path / "cli" / "cia"
+
+
+def test_progress_bar_is_shown(tmp_path, server, capfd):
+    cat, _ = _catalog(tmp_path, server)
+    fetch("toy", catalog=cat, data_dir=tmp_path / "data", retries=0, progress=True)
+    err = capfd.readouterr().err
+    assert "100%" in err  # tqdm's bar, one per file
+    fetch("toy", catalog=cat, data_dir=tmp_path / "quiet", retries=0, progress=False, force=True)
+    assert "100%" not in capfd.readouterr().err
+
+
+def test_a_file_without_sha256_is_refused_by_the_catalog(tmp_path, server):
+    cat, files = _catalog(tmp_path, server)
+    for bad in (None, "", "abc"):
+        broken = [dict(f) for f in files]
+        broken[0]["sha256"] = bad
+        dataset_yaml(cat, "toy", {"kind": "direct", "files": broken}, dates=DATES)
+        with pytest.raises(Exception, match="sha256"):
+            fetch("toy", catalog=cat, data_dir=tmp_path / "data", progress=False, retries=0)
+    assert not (tmp_path / "data").exists()
+
+
+def test_written_files_follow_the_umask(tmp_path, server):
+    import os
+    import stat
+
+    cat, _ = _catalog(tmp_path, server)
+    old = os.umask(0o022)
+    try:
+        res = fetch("toy", catalog=cat, data_dir=tmp_path / "data", progress=False, retries=0)
+        demo = fetch("demo", data_dir=tmp_path / "data").folder
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in res.folder.rglob("*")}
+    assert modes["manifest.json"] == 0o644 and modes["fine_2020-01-01.tif"] == 0o644, modes
+    assert stat.S_IMODE(demo.stat().st_mode) == 0o755
+    assert stat.S_IMODE((demo / "manifest.json").stat().st_mode) == 0o644
+
+
+def test_cli_fetch_help_documents_exit_codes():
+    from stfcat.cli.data_cmds import MANUAL_EXIT
+    from stfcat.cli.main import app
+
+    r = CliRunner().invoke(app, ["fetch", "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    assert f"{MANUAL_EXIT} manual download needed" in text and "1 error" in text and "--from" in text

@@ -47,6 +47,7 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
+from .paths import publish_mode
 from .readers import write_geotiff
 
 DEMO_VERSION = 1  # bump when the generator changes, so cached copies are regenerated
@@ -235,6 +236,7 @@ def write_demo(folder: Path, seed: int = SEED) -> Path:
             source={"dataset": "demo", "layout": "generated", "seed": seed, "demo_version": DEMO_VERSION},
         )
         write_manifest(manifest, tmp)
+        publish_mode(tmp)
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         try:

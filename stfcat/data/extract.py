@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import UnsafeArchiveError
+from .paths import publish_mode
 
 STAMP = ".stfcat-extracted"
 DEFAULT_MAX_BYTES = 64 * 1024**3  # 64 GiB: CIA + LGC unpacked are a few GiB
@@ -183,6 +184,7 @@ def safe_extract(
                     shutil.copyfile(source, dest)
                 elif source.is_dir():
                     shutil.copytree(source, dest)
+            publish_mode(tmp)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

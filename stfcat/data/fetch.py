@@ -8,12 +8,20 @@
   extracted safely (:mod:`stfcat.data.extract`). A second call finds the files (pooch re-checks
   their hashes) and downloads nothing.
 * ``manual``: the host does not allow direct download. Without ``--from`` the instructions and
-  the landing page are shown; ``--from ARCHIVE_OR_FOLDER`` verifies, imports and normalises.
+  the landing page are shown; ``--from ARCHIVE_OR_FOLDER`` verifies, imports and normalises:
+  the archive is extracted safely (archives inside it too, one level) into a staging folder, the
+  importer checks it against the YAML's facts (dates, image size, bands), and only then does it
+  replace ``files/archive``, so a bad archive never destroys a good import. The archive's name and
+  sha256 are recorded in the manifest's ``source``.
 * ``external``: catalog-only; the landing page is shown.
 * ``embedded`` (``demo``): nothing to download; the demo is generated.
 
 ``--from`` also works for ``direct`` datasets (offline machines): the files are looked up by name
-in the folder or archive, their sha256 checked, and copied into place.
+in the folder or archive (when a name occurs twice, the copy with the right hash is taken), their
+sha256 checked, and copied into place (hard-linked when on the same file system).
+
+Files and folders are created with the permissions the umask gives (not ``tempfile``'s 0600/0700),
+so a shared ``STFCAT_DATA_DIR`` stays readable.
 
 The data folder is ``--dir`` / ``data_dir``, else ``STFCAT_DATA_DIR``, else
 ``pooch.os_cache("stfcat")``; each dataset lives in its own sub-folder with its ``manifest.json``.
@@ -35,7 +43,7 @@ from .errors import DataError, FetchError
 from .extract import DEFAULT_MAX_BYTES, is_archive, safe_extract
 from .importers import build_manifest
 from .manifest import MANIFEST_NAME
-from .paths import dataset_dir
+from .paths import dataset_dir, publish_mode
 
 FILES = "files"
 
@@ -105,8 +113,14 @@ def _download_one(
         ) from exc
     size = target.stat().st_size
     if size != f.size:
-        raise FetchError(f"{ds.id}: {f.name}: {size} bytes but the catalog says size {f.size}")
-    return not existed or target.stat().st_mtime_ns != before
+        raise FetchError(
+            f"{ds.id}: {f.name}: {size} bytes but the catalog says size {f.size} (the sha256 matched, so "
+            "the catalog entry's size is wrong)"
+        )
+    transferred = not existed or target.stat().st_mtime_ns != before
+    if transferred:
+        publish_mode(target)  # pooch's temporary file is 0600
+    return transferred
 
 
 def _sha256(path: Path) -> str:
@@ -148,6 +162,7 @@ def _copy_tree(src: Path, dest: Path) -> None:
                     os.link(path, tmp / rel)
                 except OSError:
                     shutil.copyfile(path, tmp / rel)
+        publish_mode(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -170,23 +185,74 @@ def _import_direct(ds: Dataset, source: Path, files_dir: Path, max_bytes: int) -
             root = source
         else:
             raise DataError(f"{source}: --from path does not exist")
-        index: dict[str, Path] = {}
-        for p in root.rglob("*"):
+        index: dict[str, list[Path]] = {}
+        for p in sorted(root.rglob("*")):
             if p.is_file():
-                index.setdefault(p.name, p)
+                index.setdefault(p.name, []).append(p)
         missing = [f.name for f in ds.access.files if f.name not in index]
         if missing:
             raise DataError(f"{source}: missing files of dataset {ds.id!r}: {', '.join(missing)}")
+        chosen: dict[str, Path] = {}
         for f in ds.access.files:
-            got = _sha256(index[f.name])
-            if got != f.sha256:
-                raise FetchError(f"{index[f.name]}: sha256 mismatch: expected {f.sha256}, got {got}")
+            # the same name may sit in several sub-folders (e.g. filled/ and unfilled/): take the one
+            # whose hash is right
+            hashes = {p: _sha256(p) for p in index[f.name]}
+            good = [p for p, h in hashes.items() if h == f.sha256]
+            if not good:
+                p, got = next(iter(hashes.items()))
+                raise FetchError(f"{p}: sha256 mismatch: expected {f.sha256}, got {got}")
+            chosen[f.name] = good[0]
         for f in ds.access.files:
-            _copy_into(index[f.name], files_dir / f.name)
+            _copy_into(chosen[f.name], files_dir / f.name)
         return [f.name for f in ds.access.files]
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def _extract_nested(root: Path, max_bytes: int) -> None:
+    """Portal downloads often wrap per-folder archives in the outer one: extract those (one level,
+    safely, by their file extension so raw images are never mistaken for tar files) beside
+    themselves, into a folder named after the archive, and drop the inner archive."""
+    for inner in sorted(root.rglob("*")):
+        name = inner.name.lower()
+        if inner.is_file() and name.endswith(ARCHIVE_SUFFIXES) and is_archive(inner):
+            safe_extract(inner, _archive_dir(inner.parent, inner.name), max_bytes=max_bytes, force=True)
+            inner.unlink()
+
+
+def _import_manual(ds: Dataset, source: Path, folder: Path, files_dir: Path, max_bytes: int) -> dict:
+    """``--from`` for a manual dataset: unpack/copy into a staging folder, check it with the importer,
+    and only then swap it in for ``files/archive``, so a bad archive never replaces a good import.
+    Returns where the data came from (with the archive's sha256), recorded in the manifest's source."""
+    target = files_dir / "archive"
+    staging = files_dir / ".archive-incoming"
+    old = files_dir / ".archive-old"
+    for leftover in (staging, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    try:
+        if source.is_dir():
+            _copy_tree(source, staging)
+            origin = {"from": source.name, "kind": "folder"}
+        elif is_archive(source):
+            safe_extract(source, staging, max_bytes=max_bytes, force=True)
+            origin = {"from": source.name, "kind": "archive", "sha256": _sha256(source)}
+        else:
+            raise DataError(f"{source}: --from needs a folder or a zip/tar archive")
+        _extract_nested(staging, max_bytes)
+        build_manifest(ds, folder, staging, write=False)  # raises, naming the file, before anything moves
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return origin
 
 
 def fetch(
@@ -238,18 +304,13 @@ def fetch(
     files_dir = folder / FILES
     files_dir.mkdir(parents=True, exist_ok=True)
     downloaded: list[str] = []
+    origin: dict | None = None
     if from_path is not None:
         source = Path(from_path).expanduser()
         if not source.exists():
             raise DataError(f"{source}: --from path does not exist")
         if kind == "manual":
-            target = files_dir / "archive"
-            if source.is_dir():
-                _copy_tree(source, target)
-            elif is_archive(source):
-                safe_extract(source, target, max_bytes=max_bytes, force=True)
-            else:
-                raise DataError(f"{source}: --from needs a folder or a zip/tar archive")
+            origin = _import_manual(ds, source, folder, files_dir, max_bytes)
             downloaded = [source.name]
         else:
             downloaded = _import_direct(ds, source, files_dir, max_bytes)
@@ -257,6 +318,11 @@ def fetch(
         # --force: keep the old copies aside until every new download succeeded, so a failed
         # re-download loses nothing
         backups: list[tuple[Path, Path]] = []
+        for f in ds.access.files:
+            # a --force run killed midway left the good copy aside: put it back
+            bak, path = files_dir / f".{f.name}.bak", files_dir / f.name
+            if bak.is_file() and not path.exists():
+                os.replace(bak, path)
         if force:
             for f in ds.access.files:
                 path = files_dir / f.name
@@ -283,7 +349,7 @@ def fetch(
                 force=force or f.name in downloaded,
             )
     if downloaded or force or not (folder / MANIFEST_NAME).is_file():
-        build_manifest(ds, folder, files_dir)
+        build_manifest(ds, folder, files_dir, source_extra=origin)
     verb = "imported" if from_path is not None else ("downloaded" if downloaded else "already present")
     return FetchResult(
         ds.id,

@@ -60,20 +60,28 @@ def _finish(
     pairs: dict[str, dict[str, Path]],
     layout: str,
     file_scales: dict[str, float] | None = None,
+    *,
+    write: bool = True,
+    source_extra: dict | None = None,
 ) -> Manifest:
     """Check the found images against the dataset's facts and write the manifest.
 
     ``file_scales`` maps a file name to its own scale factor (``access.files[].scale_factor``),
-    for datasets whose sensors store reflectance differently (e.g. coarse x1, fine x10000)."""
+    for datasets whose sensors store reflectance differently (e.g. coarse x1, fine x10000).
+    ``write=False`` only checks (the manifest is returned, nothing is written); ``source_extra`` is
+    merged into the manifest's ``source`` (e.g. the imported archive's name and sha256)."""
     if not pairs:
         raise DataError(f"{folder}: no fine or coarse images found for dataset {ds.id!r} (layout {layout!r})")
     file_scales = file_scales or {}
     first_fine = next((p["fine"] for _, p in sorted(pairs.items()) if "fine" in p), None)
     if first_fine is None:
         raise DataError(f"{folder}: dataset {ds.id!r} has no fine image")
+    if not ds.fine.bands:
+        # band order is a fact of the dataset, never guessed from a file's band count
+        raise DataError(f"dataset {ds.id!r}: fine.bands is empty; list the bands in file order in its YAML")
     info = raster_info(first_fine)
-    n_bands = len(ds.fine.bands) or info.count
-    bands = list(ds.fine.bands) or [f"b{i + 1}" for i in range(info.count)]
+    bands = list(ds.fine.bands)
+    n_bands = len(bands)
     if ds.image_size:
         m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", ds.image_size)
         if m and (int(m.group(1)), int(m.group(2))) != info.shape:
@@ -130,13 +138,17 @@ def _finish(
             "dataset": ds.id,
             "layout": layout,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **(source_extra or {}),
         },
     )
-    write_manifest(manifest, folder)
+    if write:
+        write_manifest(manifest, folder)
     return manifest
 
 
-def import_declared(ds: Dataset, folder: Path, files_dir: Path) -> Manifest:
+def import_declared(
+    ds: Dataset, folder: Path, files_dir: Path, *, write: bool = True, source_extra: dict | None = None
+) -> Manifest:
     """Declarative importer: roles and dates come from ``access.files``."""
     pairs: dict[str, dict[str, Path]] = {}
     for f in ds.access.files:
@@ -154,7 +166,9 @@ def import_declared(ds: Dataset, folder: Path, files_dir: Path) -> Manifest:
             )
         slot[f.role] = path
     scales = {Path(f.name).name: f.scale_factor for f in ds.access.files if f.scale_factor is not None}
-    return _finish(ds, folder, pairs, ds.access.layout or "files", scales)
+    return _finish(
+        ds, folder, pairs, ds.access.layout or "files", scales, write=write, source_extra=source_extra
+    )
 
 
 def _has_header(path: Path) -> bool:
@@ -174,7 +188,9 @@ def _folder_date(path: Path, root: Path) -> str | None:
     return None
 
 
-def import_csiro_envi(ds: Dataset, folder: Path, root: Path) -> Manifest:
+def import_csiro_envi(
+    ds: Dataset, folder: Path, root: Path, *, write: bool = True, source_extra: dict | None = None
+) -> Manifest:
     """Importer of the CSIRO CIA/LGC archives (ENVI files in ``YYYY_DOY_MonDD`` folders)."""
     pairs: dict[str, dict[str, Path]] = {}
     for path in sorted(root.rglob("*")):
@@ -201,16 +217,19 @@ def import_csiro_envi(ds: Dataset, folder: Path, root: Path) -> Manifest:
         if role in slot:
             raise DataError(f"two {role} images for {date}: {slot[role]} and {path}")
         slot[role] = path
-    return _finish(ds, folder, pairs, "csiro-envi")
+    return _finish(ds, folder, pairs, "csiro-envi", write=write, source_extra=source_extra)
 
 
-def build_manifest(ds: Dataset, folder: Path, files_dir: Path) -> Manifest:
-    """Run the importer named by ``ds.access.layout`` over ``files_dir`` and write ``folder/manifest.json``."""
+def build_manifest(
+    ds: Dataset, folder: Path, files_dir: Path, *, write: bool = True, source_extra: dict | None = None
+) -> Manifest:
+    """Run the importer named by ``ds.access.layout`` over ``files_dir`` and write ``folder/manifest.json``
+    (only check, when ``write`` is False)."""
     if ds.access.layout == "csiro-envi":
-        return import_csiro_envi(ds, folder, files_dir)
+        return import_csiro_envi(ds, folder, files_dir, write=write, source_extra=source_extra)
     if not any(f.role in ("fine", "coarse") for f in ds.access.files):
         raise DataError(
             f"dataset {ds.id!r}: layout {ds.access.layout!r} has no importer and access.files gives no "
             "fine/coarse roles; add role and date to each file"
         )
-    return import_declared(ds, folder, files_dir)
+    return import_declared(ds, folder, files_dir, write=write, source_extra=source_extra)

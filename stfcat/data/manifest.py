@@ -74,6 +74,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ManifestError
+from .paths import publish_mode
 
 FORMAT = "stfcat-manifest"
 FORMAT_VERSION = 1
@@ -198,6 +199,7 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        publish_mode(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

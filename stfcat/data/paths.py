@@ -22,3 +22,18 @@ def data_root(override: str | Path | None = None) -> Path:
 
 def dataset_dir(dataset_id: str, override: str | Path | None = None) -> Path:
     return data_root(override) / dataset_id
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; put it straight back
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | Path) -> None:
+    """Give a file or folder made by ``tempfile`` (mode 0600/0700) the mode a plain ``open``/``mkdir``
+    would have given it, so a shared data folder stays readable by the group/others the umask allows."""
+    p = Path(path)
+    base = 0o777 if p.is_dir() else 0o666
+    os.chmod(p, base & ~_umask())

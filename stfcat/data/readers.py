@@ -276,6 +276,9 @@ def write_geotiff(
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.write(arr.astype(profile["dtype"], copy=False))
+        from .paths import publish_mode
+
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

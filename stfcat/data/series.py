@@ -17,6 +17,7 @@ Case building (``PairSeries.cases``)
   each inner train date with its two train neighbours.
 * When a manifest has no split, the last date with a fine image is the test date and all
   earlier dates are train dates.
+* Another split is selected with :meth:`PairSeries.with_split` (e.g. a paper's own split).
 
 Invalid pixels in the inputs returned by :meth:`Case.read` are filled with the band mean of the
 valid pixels of that image in the window (0 when none) so models never see NaN; the valid mask
@@ -25,6 +26,7 @@ valid pixels of that image in the window (0 when none) so models never see NaN; 
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,25 @@ class PairSeries:
         if not with_fine:
             return {"train": [], "test": []}
         return {"train": [d for d in with_fine[:-1]], "test": [with_fine[-1]]}
+
+    def with_split(self, train: list[str], test: list[str]) -> PairSeries:
+        """The same series with another split (the manifest's, from the dataset's YAML, is the default).
+
+        Every date must be in the manifest; a date may not be both train and test."""
+        train, test = sorted(train), sorted(test)
+        for key, dates in (("train", train), ("test", test)):
+            unknown = [d for d in dates if d not in self._pairs]
+            if unknown:
+                raise DataError(
+                    f"with_split({key}=...): dates {', '.join(unknown)} are not in {self.root / MANIFEST_NAME} "
+                    f"(dates: {', '.join(self.dates)})"
+                )
+        both = sorted(set(train) & set(test))
+        if both:
+            raise DataError(f"with_split: dates {', '.join(both)} are both train and test")
+        other = copy.copy(self)
+        other.split = {"train": train, "test": test}
+        return other
 
     def __repr__(self) -> str:
         return (
@@ -306,7 +327,8 @@ def load_series(
         raise NotFetchedError(
             f"dataset {dataset!r} is catalog-only (not downloadable through stfcat); see {ds.landing_page}"
         )
+    where = "" if data_dir is None else f" --dir {data_dir}"
+    hint = " (add --dir DIR if you keep data elsewhere)" if data_dir is None else ""
     raise NotFetchedError(
-        f"dataset {dataset!r} is not in {folder}; run `stfcat fetch {dataset}`"
-        + (" (add --dir DIR if you keep data elsewhere)" if data_dir is None else f" --dir {data_dir}")
+        f"dataset {dataset!r} is not in {folder}; run `stfcat fetch {dataset}{where}`{hint}"
     )

@@ -69,8 +69,11 @@ class TileBlender:
         self._sum = out if out is not None else np.zeros((self.bands, *self.shape), dtype=np.float32)
         self._sum[...] = 0
         self._weight = np.zeros(self.shape, dtype=np.float32)
+        self._done = False
 
     def add(self, window, prediction: np.ndarray) -> None:
+        if self._done:
+            raise ValueError("TileBlender.add: result() was already taken; make a new TileBlender")
         win = as_window(window, self.shape)
         r, c, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
         pred = np.asarray(prediction, dtype=np.float32)
@@ -85,7 +88,14 @@ class TileBlender:
         self._weight[r : r + h, c : c + w] += wt
 
     def result(self) -> np.ndarray:
-        if (self._weight <= 0).any():
-            raise ValueError("some pixels were covered by no tile")
-        self._sum /= self._weight
+        """The blended scene (normalised in place once; later calls return the same array)."""
+        if not self._done:
+            uncovered = np.argwhere(self._weight <= 0)
+            if uncovered.size:
+                r, c = (int(v) for v in uncovered[0])
+                raise ValueError(
+                    f"TileBlender.result: {len(uncovered)} pixels were covered by no tile (first: row {r}, col {c})"
+                )
+            self._sum /= self._weight
+            self._done = True
         return self._sum
