@@ -44,6 +44,13 @@ def test_md_escapes_html_and_markdown() -> None:
     assert r"\*bold\*" in out and r"\[a\]" in out and r"\|" in out
 
 
+def test_md_backticks_become_escaped_code() -> None:
+    out = str(md("run `stfcat fetch x --from a_b.zip` or `<script>x</script>`; a lone ` stays"))
+    assert "<code>stfcat fetch x --from a\\_b.zip</code>" in out
+    assert "<code>&lt;script&gt;x&lt;/script&gt;</code>" in out and "<script" not in out
+    assert out.endswith("a lone \\` stays")
+
+
 def test_link_only_for_http() -> None:
     assert str(link("code", "https://github.com/x/y")) == '<a href="https://github.com/x/y">code</a>'
     bad = str(link("code", "javascript:alert(1)"))
@@ -106,6 +113,67 @@ def test_leaderboard_errors_name_the_file(tmp_path: Path, text: str, words: str)
     with pytest.raises(SiteError, match=re.escape(words)) as exc:
         load_leaderboard(path)
     assert str(path) in str(exc.value)
+
+
+BENCH_BOARD = REPO / "tests" / "fixtures" / "site" / "leaderboard_bench.json"
+
+
+def test_fixture_is_what_stfcat_bench_writes() -> None:
+    """The fixture is `stfcat bench --models starfm --epochs 1` output (demo series) with a
+    `reported` value and a failed run added; the engine's own Markdown writer still reads it,
+    and the site shows the engine's metric columns."""
+    from stfcat.engine.bench import BOARD_METRICS, leaderboard_markdown
+    from stfcat.site.context import METRICS
+
+    board = json.loads(BENCH_BOARD.read_text(encoding="utf-8"))
+    assert "| starfm |" in leaderboard_markdown(board)
+    assert tuple(BOARD_METRICS) == METRICS == tuple(board["metrics"])
+
+
+def test_leaderboard_reads_the_bench_format() -> None:
+    from stfcat.site.context import load_board
+
+    board = load_board(BENCH_BOARD)
+    measured = [r for r in board.rows if r.reproduced]
+    assert sorted(r.model for r in measured) == ["copy-f1", "delta", "starfm", "upsample-c2"]
+    for r in measured:
+        # budget is null on the baseline rows; the board-level value fills it
+        assert r.protocol == "stfcat bench, quick budget, seed 0", r
+        assert r.cases == 3 and r.device == "cpu" and r.commit and r.commit.endswith("-dirty")
+        assert r.metrics["rmse"] is not None and r.metrics["edge"] is not None
+    reported = [r for r in board.rows if not r.reproduced]
+    assert [(r.model, r.source, r.metrics["rmse"], r.metrics["ssim"], r.metrics["psnr"]) for r in reported] == [
+        ("starfm", "reported in paper (Table 3)", 0.0187, 0.912, None)]
+    assert [(f.model, f.dataset) for f in board.failed] == [("stfdcnn", "demo")]
+    assert board.generated == "2026-11-30T17:52:06+00:00"
+
+
+def test_site_renders_the_bench_leaderboard(hostile_catalog: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stfcat.cli.main import app
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["site", "build", "--out", str(out), "--catalog", str(hostile_catalog),
+                                 "--results", str(BENCH_BOARD)])
+    assert r.exit_code == 0, r.output
+    assert "5 leaderboard rows" in r.output
+    models = (out / "html" / "models.html").read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", "", models)
+    assert "Protocol: stfcat bench, quick budget, seed 0" in text
+    assert "Reproduced here at commit 612af3d49cfc-dirty, 89ea1acb54a5-dirty" in text
+    assert "612af3d49cfcd780" not in text  # commits shortened
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", models)
+    assert heads[heads.index("Model", 5):][:4] == ["Model", "Source", "Cases", "RMSE"] and "EDGE" in heads
+    assert "reported in paper (Table 3)" in text and "0.0187" in text
+    assert "not in results" not in text  # the bench wrote all three baselines
+    # trivial baselines first, then by RMSE
+    order = re.findall(r"<td><code>([\w-]+)</code></td>", models.split("<h2 id=\"leaderboard\"")[1])
+    assert order[:5] == ["delta", "copy-f1", "upsample-c2", "starfm", "starfm"], order
+    assert "Failed runs" in text and "stfdcnn on demo: RuntimeError: out of memory &lt;while&gt;" in models
+    # `plain` names the registered model `delta`: its page shows delta's measured row
+    plain = re.sub(r"<[^>]+>", "", (out / "html" / "papers" / "plain.html").read_text(encoding="utf-8"))
+    assert "reproduced here" in plain and "0.0195" in plain and "0.0260" not in plain
 
 
 # --- the real catalog -------------------------------------------------------------------------
@@ -172,6 +240,91 @@ def test_timeline_and_table_list_every_paper(real_site) -> None:
     assert (res.docs_dir / "assets" / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _text_of(path: Path) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", path.read_text(encoding="utf-8")))
+
+
+def test_home_has_counts_quick_start_and_citation(real_site) -> None:
+    from collections import Counter
+
+    from stfcat.bibtex import paper_key
+
+    res, catalog = real_site
+    home = (res.html_dir / "index.html").read_text(encoding="utf-8")
+    text = _text_of(res.html_dir / "index.html")
+    assert f"{len(catalog.papers)} papers and {len(catalog.datasets)} datasets" in text
+    # the totals row links each category page with its count
+    for cat, n in Counter(p.category.value for p in catalog.papers.values()).items():
+        assert re.search(rf'<a href="categories/{cat}\.html">{n}</a>', home), cat
+    per_year = Counter(p.year for p in catalog.papers.values())
+    for year, n in per_year.items():
+        assert re.search(rf"<td>{year}</td>(\s*<td>\d*</td>)+\s*<td>{n}</td>\s*</tr>", home), year
+    for cmd in ("pip install stfcat", "stfcat fetch", "stfcat run"):
+        assert cmd in text, cmd
+    survey = next(p for p in catalog.papers.values() if "decade" in p.title.lower())
+    assert "How to cite" in text and paper_key(survey) in home
+
+
+def test_paper_and_dataset_pages_show_their_facts(real_site) -> None:
+    from stfcat.models import list_models, model_info
+
+    res, catalog = real_site
+    registered = set(list_models())
+    for pid, p in catalog.papers.items():
+        text = _text_of(res.html_dir / "papers" / f"{pid}.html")
+        assert p.summary.split()[0] in text and p.authors[0] in text, pid
+        for did in p.datasets:
+            assert f'href="../datasets/{did}.html"' in (res.html_dir / "papers" / f"{pid}.html").read_text(), (pid, did)
+        model = p.implementation.model
+        if model in registered:
+            assert f"stfcat run {model}" in text, pid
+            assert f"{model_info(model).params:,} trainable parameters" in text, pid
+        elif model is None:
+            assert "Not implemented" in text, pid
+    table = _text_of(res.html_dir / "datasets" / "index.html")
+    for did, d in catalog.datasets.items():
+        page = _text_of(res.html_dir / "datasets" / f"{did}.html")
+        assert d.licence.split()[0] in page and d.fine.name in page, did
+        if d.access.kind in ("direct", "embedded"):
+            assert f"stfcat fetch {did}" in table and f"stfcat fetch {did}" in page, did
+        elif d.access.kind == "manual":
+            assert f"stfcat fetch {did} --from ARCHIVE" in table, did
+
+
+def test_conventions_and_contributing_pages_include_the_repository_docs(real_site) -> None:
+    res, _ = real_site
+    contributing = _text_of(res.html_dir / "contributing.html")
+    assert "Catalog API" in contributing  # a section of CONTRIBUTING.md
+    conventions = REPO / "stfcat" / "engine" / "CONVENTIONS.md"
+    if not conventions.is_file():
+        pytest.skip("stfcat/engine/CONVENTIONS.md is not written yet")
+    headings = re.findall(r"^#{1,3} (.+)$", conventions.read_text(encoding="utf-8"), flags=re.M)
+    page = _text_of(res.html_dir / "conventions.html")
+    headings = [h.replace("`", "").strip() for h in headings]
+    assert headings and all(h in page for h in headings), headings
+
+
+def test_theme_has_palette_toggle_copy_buttons_and_search(real_site) -> None:
+    res, _ = real_site
+    home = (res.html_dir / "index.html").read_text(encoding="utf-8")
+    schemes = re.findall(r'data-md-color-scheme="(\w+)"', home.split('data-md-component="palette"')[1])
+    assert {"default", "slate"} <= set(schemes)
+    assert '"content.code.copy"' in home and (res.html_dir / "search" / "search_index.json").is_file()
+
+
+def test_jinja_environment_escapes_and_rejects_undefined() -> None:
+    import jinja2
+
+    from stfcat.site.render import environment
+
+    env = environment()
+    assert env.from_string("{{ x }}").render(x="<script>") == "&lt;script&gt;"
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ not_defined }}").render()
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ x.missing }}").render(x={})
+
+
 def test_build_is_deterministic(real_site, tmp_path: Path) -> None:
     from stfcat.site.build import NONDETERMINISTIC, build_site
 
@@ -233,7 +386,7 @@ def hostile_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "coarse": {"name": "MODIS", "resolution": {"value": 500, "unit": "m"}, "bands": ["red", "nir"]},
         "region": "Nowhere | Somewhere", "dates": ["2020-01-01", "2020-02-01"], "format": "GeoTIFF",
         "landing_page": "https://example.org/data", "licence": "CC BY 4.0", "citation": ["evil"],
-        "access": {"kind": "manual", "instructions": "Click <b>download</b>."},
+        "access": {"kind": "manual", "instructions": "Click <b>download</b>, then `stfcat fetch tiny --from <x>.zip`."},
         "split": {"train": ["2020-01-01"], "test": ["2020-02-01"]},
     }
     (root / "datasets" / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False), encoding="utf-8")
@@ -274,6 +427,8 @@ def test_hostile_catalog_renders_as_text(hostile_catalog: Path, tmp_path: Path, 
     evil = (html / "papers" / "evil.html").read_text(encoding="utf-8")
     assert "&lt;script&gt;alert(" in evil and "&lt;img src=x" in evil
     assert '<a href="https://github.com/example/evil">' in evil
+    tiny = (html / "datasets" / "tiny.html").read_text(encoding="utf-8")
+    assert "<code>stfcat fetch tiny --from &lt;x&gt;.zip</code>" in tiny
     models = (html / "models.html").read_text(encoding="utf-8")
     assert "reproduced here" in models and "0123abc" in models and "0.0310" in models
     assert "reported in paper" in models and "someone-else" in models
@@ -308,13 +463,17 @@ def test_refuses_foreign_folder_and_reports_catalog_errors(hostile_catalog: Path
     assert r.exit_code == 1 and "bad.yaml" in r.output and "url" in r.output
 
 
-def test_broken_link_fails_the_strict_build(hostile_catalog: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("broken, words", [("[gone](../papers/missing.md)", "missing.md"),
+                                            ("[x](#no-such-anchor)", "no-such-anchor"),
+                                            ("[y](../papers/plain.md#no-such-section)", "no-such-section")])
+def test_broken_link_fails_the_strict_build(hostile_catalog: Path, tmp_path: Path, broken: str, words: str) -> None:
     from stfcat.site.build import render_site, run_mkdocs
 
     res = render_site(tmp_path / "b", hostile_catalog, None)
+    run_mkdocs(res.out / "mkdocs.yml")  # the generated site itself is clean
     page = res.docs_dir / "papers" / "evil.md"
-    page.write_text(page.read_text(encoding="utf-8") + "\n[gone](../papers/missing.md) [x](#no-such-anchor)\n")
-    with pytest.raises(SiteError, match="missing.md"):
+    page.write_text(page.read_text(encoding="utf-8") + f"\n{broken}\n")
+    with pytest.raises(SiteError, match=words):
         run_mkdocs(res.out / "mkdocs.yml")
 
 
@@ -339,3 +498,21 @@ def test_serve_serves_the_built_site(real_site) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_templates_are_package_data() -> None:
+    """Every template and asset matches the `stfcat.site` package-data globs of pyproject.toml,
+    so `stfcat site build` works from a wheel (a new template folder would be left out)."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]["stfcat.site"]
+    site_pkg = REPO / "stfcat" / "site"
+    files = [p.relative_to(site_pkg).as_posix() for p in (site_pkg / "templates").rglob("*") if p.is_file()]
+    assert len(files) > 10
+    # setuptools globs do not cross "/": match the folder part exactly
+    def shipped(f: str) -> bool:
+        return any(f.rsplit("/", 1)[0] == g.rsplit("/", 1)[0] and fnmatch.fnmatch(f, g) for g in globs)
+
+    assert [f for f in files if not shipped(f)] == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
 import os
 import shutil
 import threading
@@ -41,14 +40,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     from stfcat.site.build import build_site
 
     out = tmp_path_factory.mktemp("site-e2e")
-    # A made-up two-row leaderboard, only to drive the sortable table.
-    results = out / "leaderboard.json"
-    results.write_text(json.dumps([
-        {"model": "copy-f1", "dataset": "demo", "split": "test", "metrics": {"rmse": 0.09, "ssim": 0.5},
-         "source": "reproduced here", "commit": "test"},
-        {"model": "delta", "dataset": "demo", "split": "test", "metrics": {"rmse": 0.03, "ssim": 0.8},
-         "source": "reproduced here", "commit": "test"},
-    ]))
+    # A leaderboard in the format `stfcat bench` writes (see tests/test_site.py).
+    results = Path(__file__).resolve().parent / "fixtures" / "site" / "leaderboard_bench.json"
     res = build_site(out / "build", None, results)
     handler = functools.partial(_QuietHandler, directory=str(res.html_dir))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -120,6 +113,23 @@ def test_home_and_search_finds_swinstfm(served, browser, tmp_path: Path) -> None
     hits = _wait(browser, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".md-search-result__item a")
                                       if "swinstfm" in (e.get_attribute("href") or "")])
     assert hits, f"searching the DOI {doi} does not find the SwinSTFM page"
+
+
+def test_palette_toggle_switches_light_and_dark(served, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, _ = served
+    browser.get(base + "index.html")
+
+    def scheme() -> str:
+        return browser.find_element(By.TAG_NAME, "body").get_attribute("data-md-color-scheme")
+
+    before = scheme()
+    toggle = next(t for t in browser.find_elements(By.CSS_SELECTOR, "form[data-md-component=palette] label")
+                  if t.is_displayed())
+    toggle.click()
+    _wait(browser, lambda d: scheme() != before)
+    assert {before, scheme()} == {"default", "slate"}
 
 
 def test_timeline_shows_every_paper_and_filters(served, browser, tmp_path: Path) -> None:
@@ -202,6 +212,18 @@ def test_paper_table_filters(served, browser) -> None:
     assert all(r.get_attribute("data-run") == "1" for r in rows if r.is_displayed())
     assert len([r for r in rows if r.is_displayed()]) <= len(runnable - {None})
 
+    browser.refresh()
+    rows = browser.find_elements(By.CSS_SELECTOR, "#pt tbody tr")
+    year = max(p.year for p in catalog.papers.values())
+    Select(browser.find_element(By.ID, "pt-year")).select_by_value(str(year))
+    assert len([r for r in rows if r.is_displayed()]) == sum(p.year == year for p in catalog.papers.values())
+    Select(browser.find_element(By.ID, "pt-year")).select_by_value("")
+    Select(browser.find_element(By.ID, "pt-task")).select_by_value("reflectance")
+    browser.execute_script("arguments[0].click();", browser.find_element(By.ID, "pt-code"))
+    want = sum(p.task.value == "reflectance" and bool(p.code_url) for p in catalog.papers.values())
+    assert len([r for r in rows if r.is_displayed()]) == want > 0
+    assert browser.find_element(By.ID, "pt-count").text == f"{want} shown"
+
 
 def test_leaderboard_sorts_by_metric(served, browser) -> None:
     from selenium.webdriver.common.by import By
@@ -216,10 +238,20 @@ def test_leaderboard_sorts_by_metric(served, browser) -> None:
     def models() -> list[str]:
         return [r.find_elements(By.TAG_NAME, "td")[0].text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
+    def rmse() -> list[float]:
+        return [float(r.find_elements(By.TAG_NAME, "td")[col].text)
+                for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
     header = table.find_elements(By.CSS_SELECTOR, "thead th")[col]
+    assert models()[:3] == ["delta", "copy-f1", "upsample-c2"]  # as built: baselines first
     header.click()
-    assert models()[:2] == ["delta", "copy-f1"]  # ascending RMSE; the no-result baseline row last
-    assert models()[-1] == "upsample-c2"
+    assert rmse() == sorted(rmse()) and models()[0] == "starfm"  # the paper's reported 0.0187
     header.click()
-    assert models()[:2] == ["copy-f1", "delta"]
-    assert "reproduced here" in table.text
+    assert rmse() == sorted(rmse(), reverse=True) and models()[0] == "upsample-c2"
+    assert "reproduced here" in table.text and "reported in paper" in table.text
+    # the reported row has no MAE: missing values sort last in both directions
+    mae = table.find_elements(By.CSS_SELECTOR, "thead th")[heads.index("MAE")]
+    for _ in range(2):
+        mae.click()
+        last = table.find_elements(By.CSS_SELECTOR, "tbody tr")[-1].find_elements(By.TAG_NAME, "td")
+        assert last[0].text == "starfm" and last[heads.index("MAE")].text == "—"

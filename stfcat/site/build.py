@@ -66,8 +66,10 @@ def render_site(out: Path, catalog_root: Path | None = None, results: Path | Non
     from stfcat.catalog import load_catalog
 
     catalog = load_catalog(catalog_root)
-    rows = context.load_leaderboard(results)
+    board = context.load_board(results)
+    rows = board.rows
     site = build_views(catalog, context.collect_models(), rows)
+    site.failed, site.generated = board.failed, board.generated
     site.docs = {
         "contributing": context.read_doc(context.contributing_path()),
         "conventions": context.read_doc(context.conventions_path()),

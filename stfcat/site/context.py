@@ -20,8 +20,10 @@ from typing import Any
 
 import stfcat
 
-METRICS: tuple[str, ...] = ("rmse", "mae", "psnr", "ssim", "sam", "ergas", "cc", "uiqi", "r2")
+# The columns of `stfcat bench`'s leaderboard (stfcat.engine.bench.BOARD_METRICS), in its order.
+METRICS: tuple[str, ...] = ("rmse", "mae", "psnr", "ssim", "sam", "ergas", "cc", "uiqi", "r2", "edge", "lbp")
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "cc", "uiqi", "r2"})
+ZERO_IS_BEST = frozenset({"edge", "lbp"})  # signed APA errors: the sign says too smooth or too sharp
 TRIVIAL_BASELINES: tuple[str, ...] = ("copy-f1", "upsample-c2", "delta")
 
 _PACKAGE_DIR = Path(stfcat.__file__).resolve().parent
@@ -45,6 +47,7 @@ class ResultRow:
     source: str | None = None
     protocol: str | None = None
     device: str | None = None
+    cases: int | None = None
 
     @property
     def reproduced(self) -> bool:
@@ -91,10 +94,41 @@ def _rows_of(data: Any, path: Path) -> tuple[list[dict[str, Any]], dict[str, Any
     raise SiteError(f"{path}: expected a JSON list of result rows or an object with a 'rows' list")
 
 
-def load_leaderboard(path: Path | None) -> list[ResultRow]:
-    """Rows of ``path`` (``[]`` when it does not exist). Missing fields become ``None``."""
+@dataclass(frozen=True)
+class FailedRun:
+    model: str
+    dataset: str
+    error: str
+
+
+@dataclass
+class Leaderboard:
+    rows: list[ResultRow] = field(default_factory=list)
+    failed: list[FailedRun] = field(default_factory=list)
+    generated: str | None = None
+
+
+def _protocol(raw: dict[str, Any]) -> str | None:
+    """``stfcat bench`` writes no protocol string; its budget and seed (board-level defaults
+    for every row) say which protocol ran."""
+    text = _text(raw.get("protocol"))
+    if text:
+        return text
+    parts = []
+    if _text(raw.get("budget")):
+        parts.append(f"{_text(raw['budget'])} budget")
+    if raw.get("seed") is not None:
+        parts.append(f"seed {_text(raw['seed'])}")
+    return "stfcat bench, " + ", ".join(parts) if parts else None
+
+
+def load_board(path: Path | None) -> Leaderboard:
+    """The leaderboard ``stfcat bench`` writes (an object with ``rows``, ``runs``, ``commit``,
+    ``budget``, ``seed``, ``generated``; see :mod:`stfcat.engine.bench`), or a plain list of rows.
+    Empty when ``path`` does not exist. A row's ``reported`` values (the paper's own numbers)
+    become a separate row marked "reported in paper"."""
     if path is None or not path.is_file():
-        return []
+        return Leaderboard()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -104,27 +138,52 @@ def load_leaderboard(path: Path | None) -> list[ResultRow]:
     for i, raw in enumerate(raw_rows):
         if not isinstance(raw, dict):
             raise SiteError(f"{path}: row {i} is a {type(raw).__name__}, not an object")
-        raw = {**defaults, **raw}
+        # Board-level values fill what a row leaves out or null (bench writes budget: null
+        # on the baseline rows of a run).
+        raw = {**defaults, **{k: v for k, v in raw.items() if v is not None}}
         model = _text(_first(raw, "model", "model_id", "method"))
         if model is None:
             raise SiteError(f"{path}: row {i} has no 'model'")
         metrics_src = raw.get("metrics") if isinstance(raw.get("metrics"), dict) else raw
-        metrics = {m: _number(_first(metrics_src, m, m.upper())) for m in METRICS}
-        rows.append(ResultRow(
+        row = ResultRow(
             model=model,
             dataset=_text(_first(raw, "dataset", "data")) or "—",
             split=_text(raw.get("split")) or "—",
-            metrics=metrics,
+            metrics=_metrics(metrics_src),
             params=_int(_first(raw, "params", "parameters", "n_params")),
             train_seconds=_number(_first(raw, "train_seconds", "train_s", "train_time", "train_time_s")),
             infer_seconds=_number(_first(raw, "infer_seconds", "infer_s", "infer_time", "predict_seconds")),
             commit=_text(_first(raw, "commit", "git_commit")),
             source=_text(raw.get("source")),
-            protocol=_text(raw.get("protocol")),
+            protocol=_protocol(raw),
             device=_text(raw.get("device")),
-        ))
+            cases=_int(raw.get("cases")),
+        )
+        rows.append(row)
+        reported = raw.get("reported")
+        if isinstance(reported, dict) and any(_number(reported.get(m)) is not None for m in METRICS):
+            where = _text(reported.get("source"))
+            rows.append(ResultRow(model=model, dataset=row.dataset, split=row.split, metrics=_metrics(reported),
+                                  source="reported in paper" + (f" ({where})" if where else "")))
     rows.sort(key=lambda r: (r.dataset, r.split, r.model, r.source or ""))
-    return rows
+    failed = []
+    runs = data.get("runs") if isinstance(data, dict) else None
+    for run in runs if isinstance(runs, list) else []:
+        if isinstance(run, dict) and _text(run.get("error")):
+            failed.append(FailedRun(_text(run.get("model")) or "—", _text(run.get("dataset")) or "—",
+                                    _text(run["error"]) or ""))
+    failed.sort(key=lambda f: (f.dataset, f.model, f.error))
+    generated = _text(data.get("generated")) if isinstance(data, dict) else None
+    return Leaderboard(rows, failed, generated)
+
+
+def _metrics(src: dict[str, Any]) -> dict[str, float | None]:
+    return {m: _number(_first(src, m, m.upper())) for m in METRICS}
+
+
+def load_leaderboard(path: Path | None) -> list[ResultRow]:
+    """Rows of ``path`` (``[]`` when it does not exist). Missing fields become ``None``."""
+    return load_board(path).rows
 
 
 @dataclass(frozen=True)

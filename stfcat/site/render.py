@@ -25,6 +25,8 @@ from stfcat.site.context import (
     HIGHER_IS_BETTER,
     METRICS,
     TRIVIAL_BASELINES,
+    ZERO_IS_BEST,
+    FailedRun,
     Models,
     ResultRow,
 )
@@ -52,6 +54,7 @@ SURVEY_TITLE_WORD = "decade"  # the survey this site accompanies: "A decade of d
 
 _URL_RE = re.compile(r"^https?://[^\s/$.?#<>\"'`\\][^\s<>\"'`\\]*$", re.IGNORECASE)
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|~#!])")
+_CODE_SPAN = re.compile(r"`([^`]+)`")
 _HTML_SPECIAL = re.compile(r"[<>&\"'`\\]")
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -67,12 +70,20 @@ def safe_url(url: object) -> str | None:
     return url if _URL_RE.match(url) else None
 
 
+def _md_escape(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", str(escape(text)))
+
+
 def md(text: object) -> Markup:
-    """Catalog text for a Markdown context: one line, HTML-escaped, Markdown syntax escaped."""
+    """Catalog text for a Markdown context: one line, HTML-escaped, Markdown syntax escaped.
+    A `backticked` span (catalog instructions quote commands that way) becomes ``<code>``
+    around the same escaped text, so it reads as code instead of showing the backticks."""
     if text is None:
         return Markup("—")
     flat = " ".join(str(text).split())
-    return Markup(_MD_SPECIAL.sub(r"\\\1", str(escape(flat))))
+    parts = _CODE_SPAN.split(flat)  # odd indices: the inside of a `...` pair
+    return Markup("".join(f"<code>{_md_escape(t)}</code>" if i % 2 else _md_escape(t)
+                          for i, t in enumerate(parts)))
 
 
 def plain(text: object) -> str:
@@ -108,6 +119,16 @@ def fmt_num(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
+def short_commit(commit: str | None) -> str:
+    """A 40-hex commit as its first 12 digits, keeping the ``-dirty`` mark of a modified tree."""
+    if not commit:
+        return "—"
+    head, dirty, _ = commit.partition("-dirty")
+    if re.fullmatch(r"[0-9a-f]{13,40}", head):
+        head = head[:12]
+    return head + dirty
+
+
 def fmt_size(n: int | None) -> str:
     if not n:
         return "—"
@@ -136,9 +157,9 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(md=md, plain=plain, url=safe_url, fmt_int=fmt_int, fmt_num=fmt_num, fmt_size=fmt_size,
-                       fmt_res=fmt_res, fenced=fenced)
+                       fmt_res=fmt_res, fenced=fenced, short_commit=short_commit)
     env.globals.update(link=link, CATEGORIES=CATEGORIES, GROUPS=GROUPS, METRICS=METRICS,
-                       HIGHER_IS_BETTER=sorted(HIGHER_IS_BETTER), MONTHS=MONTHS,
+                       HIGHER_IS_BETTER=sorted(HIGHER_IS_BETTER), ZERO_IS_BEST=sorted(ZERO_IS_BEST), MONTHS=MONTHS,
                        METRIC_DIGITS=METRIC_DIGITS)
     return env
 
@@ -179,6 +200,8 @@ class Site:
     results: list[ResultRow]
     survey: PaperView | None
     docs: dict[str, str | None] = field(default_factory=dict)
+    failed: list[FailedRun] = field(default_factory=list)
+    generated: str | None = None
 
 
 def reference_text(p: Paper) -> str:
@@ -288,11 +311,15 @@ def _leaderboard_tables(site: Site) -> list[dict[str, Any]]:
         tables.setdefault((r.dataset, r.split), []).append(r)
     out = []
     for (dataset, split), rows in sorted(tables.items()):
+        # As `stfcat bench` orders them: baselines first, then by RMSE (missing last).
+        rows = sorted(rows, key=lambda r: (r.model not in TRIVIAL_BASELINES, r.metrics.get("rmse") is None,
+                                           r.metrics.get("rmse") or 0.0, r.model, r.source or ""))
         present = {r.model for r in rows}
         missing = [b for b in TRIVIAL_BASELINES if b not in present]
         commits = sorted({r.commit for r in rows if r.commit and r.reproduced})
         protocols = sorted({r.protocol for r in rows if r.protocol})
-        out.append({"dataset": dataset, "split": split, "rows": rows, "missing": missing,
+        metrics = [m for m in METRICS if any(r.metrics.get(m) is not None for r in rows)]
+        out.append({"dataset": dataset, "split": split, "rows": rows, "missing": missing, "metrics": metrics,
                     "commits": commits, "protocols": protocols,
                     "known_dataset": dataset in {v.d.id for v in site.datasets}})
     return out
