@@ -91,12 +91,11 @@ def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float = DATA_RANGE) -> np
         return ndimage.gaussian_filter(a, SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
 
     mx, my = filt(x), filt(y)
-    vx = filt(x * x) - mx * mx
-    vy = filt(y * y) - my * my
+    vxy = filt(x * x + y * y) - mx * mx - my * my  # var_x + var_y in one filter pass
     cxy = filt(x * y) - mx * my
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vxy + c2))
 
 
 def ssim(pred, truth, mask=None, data_range: float = DATA_RANGE) -> float:

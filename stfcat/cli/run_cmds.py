@@ -1,5 +1,130 @@
-"""run commands (filled in by the run work)."""
+"""``stfcat run``, ``stfcat fuse``, ``stfcat bench``: the evaluation protocol.
+
+torch and the engine are imported inside the commands so ``stfcat --help`` stays instant.
+User errors (:class:`stfcat.engine.EngineError`) print one line and exit with code 2.
+"""
 
 from __future__ import annotations
 
-from stfcat.cli.main import app  # noqa: F401
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stfcat.cli.main import app
+from stfcat.cli.options import CatalogOpt, fail
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class BudgetName(str, Enum):
+    quick = "quick"
+    paper = "paper"
+
+
+@app.command("run")
+def run_cmd(
+    model: Annotated[str, typer.Argument(help="Model id (see `stfcat list models`).")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id, 'demo', or a series folder with manifest.json.")] = "demo",
+    epochs: Annotated[int | None, typer.Option(help="Epochs in total (default: the recipe's budget).", min=1)] = None,
+    patch: Annotated[int | None, typer.Option(help="Training patch size in fine pixels.", min=8)] = None,
+    batch: Annotated[int | None, typer.Option(help="Global batch size (split across distributed ranks).", min=1)] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the paper's).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps-per-epoch", help="Steps per epoch (default: the budget's).", min=1)] = None,
+    device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
+    seed: Annotated[int, typer.Option(help="Seed of weights, patches and augmentation.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default runs/<model>-<dataset>-<time>/).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.pt (default: the latest run).")] = False,
+    full_recipe: Annotated[bool, typer.Option("--full-recipe", help="Train with the paper's budget instead of the quick one.")] = False,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Skip GeoTIFFs and PNGs (metrics and checkpoint only).")] = False,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Train MODEL (if trainable) and evaluate it with the trivial baselines on DATASET's test cases."""
+    from stfcat.engine.errors import EngineError
+    from stfcat.engine.train import TrainingInterrupted
+
+    try:
+        from stfcat.engine.run import run_experiment
+
+        res = run_experiment(model, dataset, epochs=epochs, patch=patch, batch=batch, lr=lr, device=device.value,
+                             seed=seed, out=out, resume=resume, full_recipe=full_recipe, catalog=catalog,
+                             steps_per_epoch=steps, images=not no_images)
+    except EngineError as exc:
+        raise fail(f"error: {exc}", 2) from None
+    except TrainingInterrupted as exc:
+        hint = f" --out {exc.checkpoint.parent}" if exc.checkpoint else ""
+        raise fail(f"{exc}. Continue with: stfcat run {model} --dataset {dataset} --resume{hint}", 130) from None
+    if res.rank != 0:
+        return
+    from rich.console import Console
+
+    from stfcat.engine.report import rich_table
+
+    con = Console()
+    con.print(rich_table(res.metrics))
+    m = res.metrics
+    con.print(f"params {m['params']:,}  train {m['train_seconds']:.1f} s  inference {m['infer_seconds']:.1f} s  "
+              f"device {m['device']}  ->  {res.out_dir}")
+
+
+@app.command("fuse")
+def fuse_cmd(
+    model: Annotated[str, typer.Option("--model", help="Model id.")],
+    fine_ref: Annotated[Path, typer.Option("--fine-ref", help="Fine image at the reference date (F1).")],
+    coarse_ref: Annotated[Path, typer.Option("--coarse-ref", help="Coarse image at the reference date (C1).")],
+    coarse_target: Annotated[Path, typer.Option("--coarse-target", help="Coarse image at the target date (C2).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output GeoTIFF.")],
+    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint of a trained model (run folder's checkpoint.pt).")] = None,
+    fine_ref2: Annotated[Path | None, typer.Option("--fine-ref2", help="Second fine reference (F3), 2-reference models.")] = None,
+    coarse_ref2: Annotated[Path | None, typer.Option("--coarse-ref2", help="Second coarse reference (C3).")] = None,
+    scale: Annotated[float | None, typer.Option("--scale", help="Scale factor of stored values (default: the checkpoint's, else 1).")] = None,
+    tile: Annotated[int, typer.Option(help="Tile size in fine pixels.", min=16)] = 256,
+    device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Fuse your own scenes (GeoTIFF or ENVI) with a model; coarse images may be on their own grid."""
+    from stfcat.engine.errors import EngineError
+
+    try:
+        from stfcat.engine.fuse import fuse_files
+
+        path = fuse_files(model, fine_ref=fine_ref, coarse_ref=coarse_ref, coarse_target=coarse_target,
+                          fine_ref2=fine_ref2, coarse_ref2=coarse_ref2, out=output, weights=weights, scale=scale,
+                          tile=tile, device=device.value, overwrite=overwrite, progress=True)
+    except EngineError as exc:
+        raise fail(f"error: {exc}", 2) from None
+    typer.echo(f"wrote {path}")
+
+
+@app.command("bench")
+def bench_cmd(
+    models: Annotated[list[str] | None, typer.Option("--models", help="Model ids (repeat; default: every trainable and classical model).")] = None,
+    datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Dataset ids or folders (repeat; default: demo).")] = None,
+    budget: Annotated[BudgetName, typer.Option(help="quick or paper training budget.")] = BudgetName.quick,
+    out: Annotated[Path, typer.Option("--out", help="Folder for leaderboard.json/.md and the runs.")] = Path("results"),
+    device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
+    seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Override the epochs of every model (smoke runs).", min=1)] = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Run the protocol for many models and datasets; write a leaderboard (baselines always included)."""
+    from stfcat.engine.errors import EngineError
+
+    try:
+        from stfcat.engine.bench import run_bench
+
+        board = run_bench(models=models, datasets=datasets or ["demo"], budget=budget.value, out=out,
+                          device=device.value, seed=seed, epochs=epochs, catalog=catalog)
+    except EngineError as exc:
+        raise fail(f"error: {exc}", 2) from None
+    failed = [r for r in board["runs"] if r.get("error")]
+    typer.echo(f"wrote {out / 'leaderboard.json'} and {out / 'leaderboard.md'}: {len(board['rows'])} rows"
+               + (f", {len(failed)} failed run(s) recorded" if failed else ""))
+    if failed:
+        raise typer.Exit(1)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .base import FusionModel, Recipe
 
+PLUGINS_ENV = "STFCAT_PLUGINS"
 _REGISTRY: dict[str, ModelInfo] = {}
 _DISCOVERED = False
 
@@ -87,6 +89,10 @@ def _discover() -> None:
     for mod in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):
             importlib.import_module(f"stfcat_zoo.{mod.name}")
+    # Extra modules that register models (a user's own methods; the tests' tiny models in
+    # subprocesses such as torchrun): comma-separated importable module names.
+    for name in filter(None, (s.strip() for s in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(name)
 
 
 def list_models(family: str | None = None) -> list[str]:
