@@ -1,0 +1,309 @@
+"""Shared machinery of the classical (non-learned) fusion methods: STARFM, ESTARFM, FSDAF, Fit-FC.
+
+Not a model (the leading underscore keeps the registry from importing it as one).
+
+Vectorisation: every moving-window method here is a loop over the window *offsets* ``(dy, dx)``;
+each iteration works on whole shifted images, never on single pixels. Shifting is a slice of an
+image padded once by the window radius. Out-of-image neighbours are excluded, never replicated,
+so a pixel's result depends only on the pixels within ``radius`` of it: a scene predicted in
+overlapping tiles joins without seams.
+
+Memory stays bounded and the temporaries stay in cache because the output is computed in small
+blocks of rows (neighbours are read from the padded full image, so there is no recomputed halo)
+and only per-pixel accumulators are kept, never an ``(H*W*window^2)`` tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from scipy.fft import next_fast_len
+from torch import Tensor
+
+from stfcat.models.base import REQUIRED_KEYS, Batch
+
+NAN = float("nan")
+
+
+def check_batch(batch: Batch, n_refs: int, model: str) -> tuple[int, int, int, int]:
+    """Check keys and shapes of a batch; return ``(N, B, H, W)``."""
+    keys = REQUIRED_KEYS[n_refs]
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"{model}: batch lacks {missing} (needs {list(keys)})")
+    shape = tuple(batch[keys[0]].shape)
+    if len(shape) != 4:
+        raise ValueError(f"{model}: batch[{keys[0]!r}] must be (N, B, H, W), got shape {shape}")
+    for k in keys:
+        if tuple(batch[k].shape) != shape:
+            raise ValueError(f"{model}: batch[{k!r}] has shape {tuple(batch[k].shape)}, expected {shape}")
+    return shape  # type: ignore[return-value]
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads (None: leave torch's setting), then restore.
+
+    The offset loops issue many small element-wise ops; OpenMP fork/join costs more than it
+    gains there, and on an oversubscribed machine 2 threads measured 14x slower than 1
+    (Fit-FC, 256 x 256 x 6). Parallelism belongs to the tiles (processes) instead.
+    """
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n is not None and n != old:
+            torch.set_num_threads(old)
+
+
+def by_row_chunks(fn, batch: Batch, halo: int, align: int = 1, pixels: int = 1 << 18) -> Tensor:
+    """``fn(batch)`` computed on chunks of about ``pixels`` pixels (rows plus ``halo`` rows above and
+    below, chunk starts on multiples of ``align``) and stitched: bounded memory for whole scenes.
+    Exact for methods whose output depends only on pixels within ``halo`` (tiles join without
+    seams); chunk origins on the coarse grid (``align = ratio``) for methods that aggregate."""
+    first = next(iter(batch.values()))
+    h, w = first.shape[-2:]
+    rows = max(align, (pixels // max(1, w)) // align * align)
+    if h <= rows + 2 * halo:
+        return fn(batch)
+    halo = -(-halo // align) * align
+    out = None
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        lo, hi = max(0, r0 - halo), min(h, r1 + halo)
+        part = fn({k: v[..., lo:hi, :] for k, v in batch.items()})
+        if out is None:
+            out = part.new_empty((*part.shape[:-2], h, w))
+        out[..., r0:r1, :] = part[..., r0 - lo : r1 - lo, :]
+    return out
+
+
+def offsets(radius: int) -> list[tuple[int, int]]:
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+def pad(x: Tensor, radius: int, value: float) -> Tensor:
+    """Pad the last two dims by ``radius`` with a constant (NaN: excluded from comparisons)."""
+    return F.pad(x, (radius, radius, radius, radius), mode="constant", value=value)
+
+
+def box_mean_any(x: Tensor, radius: int) -> Tensor:
+    """Mean over the in-image part of the ``(2r+1)^2`` window of each pixel (any leading dims).
+
+    Summed-area table in float64, one plane at a time (bounded memory): O(1) per pixel whatever
+    the window.
+    """
+    h, w = x.shape[-2:]
+    y0 = (torch.arange(h) - radius).clamp(0, h)
+    y1 = (torch.arange(h) + radius + 1).clamp(0, h)
+    x0 = (torch.arange(w) - radius).clamp(0, w)
+    x1 = (torch.arange(w) + radius + 1).clamp(0, w)
+
+    def box_sum(a: Tensor) -> Tensor:
+        s = F.pad(a.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+        rows1, rows0 = s[y1, :], s[y0, :]
+        return rows1[:, x1] - rows1[:, x0] - rows0[:, x1] + rows0[:, x0]
+
+    count = box_sum(torch.ones((h, w), dtype=torch.float64))
+    planes = x.reshape(-1, h, w)
+    out = torch.empty_like(planes)
+    for i in range(planes.shape[0]):
+        out[i] = box_sum(planes[i]) / count
+    return out.reshape(x.shape)
+
+
+def window_std(x: Tensor, radius: int) -> Tensor:
+    """Population standard deviation over the in-image part of each pixel's window."""
+    m = box_mean_any(x, radius)
+    m2 = box_mean_any(x * x, radius)
+    return (m2 - m * m).clamp_min(0).sqrt()
+
+
+def to_coarse(x: Tensor, ratio: int) -> Tensor:
+    """Average ``ratio x ratio`` blocks of a ``(..., H, W)`` tensor onto the coarse grid.
+
+    H, W need not be multiples of ``ratio``: the last partial block averages the pixels it has.
+    """
+    if ratio == 1:
+        return x.clone()
+    shape = x.shape
+    h, w = shape[-2:]
+    ph, pw = (-h) % ratio, (-w) % ratio
+    x4 = F.pad(x.reshape(-1, 1, h, w), (0, pw, 0, ph))
+    ones = F.pad(torch.ones((1, 1, h, w), dtype=x.dtype, device=x.device), (0, pw, 0, ph))
+    s = F.avg_pool2d(x4, ratio, divisor_override=1)
+    n = F.avg_pool2d(ones, ratio, divisor_override=1)
+    return (s / n).reshape(*shape[:-2], *s.shape[-2:])
+
+
+def to_fine(xc: Tensor, ratio: int, h: int, w: int) -> Tensor:
+    """Nearest-neighbour copy of coarse pixels back onto the ``(h, w)`` fine grid."""
+    return xc.repeat_interleave(ratio, -2).repeat_interleave(ratio, -1)[..., :h, :w]
+
+
+def row_blocks(h: int, rows: int) -> Iterator[tuple[int, int]]:
+    """Consecutive row ranges ``[r0, r1)`` of at most ``rows`` rows covering ``0..h``."""
+    rows = max(1, rows)
+    for r0 in range(0, h, rows):
+        yield r0, min(h, r0 + rows)
+
+
+def block_rows(width: int, planes: int, budget_elems: int = 1 << 16) -> int:
+    """Rows per block so that one ``planes``-deep row block has about ``budget_elems`` elements:
+    small enough that the per-offset temporaries stay in cache."""
+    return max(1, budget_elems // max(1, width * planes))
+
+
+class Padded:
+    """An image padded once by the window radius; ``nb`` gives the neighbour at ``(dy, dx)`` of
+    every pixel of rows ``r0:r1``, ``centre`` the pixels themselves (both views, no copies)."""
+
+    def __init__(self, x: Tensor, radius: int, value: float) -> None:
+        self.r = radius
+        self.w = x.shape[-1]
+        self.xp = pad(x, radius, value)
+
+    def nb(self, dy: int, dx: int, r0: int, r1: int) -> Tensor:
+        r = self.r
+        return self.xp[..., r + r0 + dy : r + r1 + dy, r + dx : r + dx + self.w]
+
+    def centre(self, r0: int, r1: int) -> Tensor:
+        return self.nb(0, 0, r0, r1)
+
+
+def spatial_distance(dy: int, dx: int) -> float:
+    return math.hypot(dy, dx)
+
+
+def select_nearest(
+    score_at, radius: int, k: int, shape: tuple[int, ...], r0: int, r1: int, chunk: int = 64
+) -> Tensor:
+    """Per pixel of rows ``r0:r1``, the k-th smallest ``score_at(dy, dx, r0, r1)`` over the window
+    (inf where fewer than k finite scores): a streaming top-k over chunks of offsets."""
+    offs = offsets(radius)
+    best = torch.full((shape[0], k, r1 - r0, shape[-1]), math.inf)
+    for i in range(0, len(offs), chunk):
+        sc = torch.stack([score_at(dy, dx, r0, r1) for dy, dx in offs[i : i + chunk]], 1)
+        best = torch.cat([best, sc], 1).topk(k, dim=1, largest=False, sorted=False).values
+    return best.amax(1, keepdim=True)
+
+
+def kmeans(x: Tensor, k: int, iters: int = 20) -> tuple[Tensor, Tensor]:
+    """Deterministic k-means of the rows of ``x`` ``(P, B)``: returns (labels (P,), centres (k, B)).
+
+    Initial centres are the pixels at the ``(i + 0.5) / k`` quantiles of the band-summed brightness,
+    so the result depends on the data only (no random seed); empty clusters keep their centre.
+    """
+    x = x.double()
+    bright = x.sum(1)
+    order = torch.argsort(bright, stable=True)
+    p = x.shape[0]
+    idx = order[((torch.arange(k, dtype=torch.float64) + 0.5) / k * p).long().clamp_max(p - 1)]
+    centres = x[idx].clone()
+    labels = torch.zeros(p, dtype=torch.long)
+    for _ in range(iters):
+        d = torch.cdist(x, centres)
+        new = d.argmin(1)
+        if torch.equal(new, labels) and _ > 0:
+            break
+        labels = new
+        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k).to(x.dtype)
+        keep = counts > 0
+        centres[keep] = sums[keep] / counts[keep, None]
+    return labels, centres.float()
+
+
+def keys_cubic_upsample(xc: Tensor, ratio: int, h: int, w: int) -> Tensor:
+    """Bicubic interpolation of a coarse image ``(N, B, hc, wc)`` onto the fine grid ``(h, w)``.
+
+    Keys' cubic convolution with a = -0.5 (MATLAB ``imresize(..., 'bicubic')``; PyTorch uses
+    a = -0.75), pixel-centre aligned, edges replicated. Separable: one small matmul per axis.
+    """
+
+    def weights(n_out: int, n_in: int) -> Tensor:
+        pos = (torch.arange(n_out, dtype=torch.float64) + 0.5) / ratio - 0.5
+        base = torch.floor(pos)
+        t = pos - base
+        a = -0.5
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        for o in (-1, 0, 1, 2):
+            s = (t - o).abs()
+            wgt = torch.where(
+                s <= 1,
+                (a + 2) * s**3 - (a + 3) * s**2 + 1,
+                torch.where(s < 2, a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a, torch.zeros_like(s)),
+            )
+            col = (base + o).long().clamp(0, n_in - 1)
+            m.index_put_((torch.arange(n_out), col), wgt, accumulate=True)
+        return m.to(xc.dtype)
+
+    hc, wc = xc.shape[-2:]
+    my = weights(hc * ratio, hc)[:h]
+    mx = weights(wc * ratio, wc)[:w]
+    return torch.einsum("yi,nbij,xj->nbyx", my, xc, mx)
+
+
+def tps_fine(zc: Tensor, ratio: int, h: int, w: int) -> Tensor:
+    """Thin-plate spline through the coarse pixel centres, evaluated on every fine pixel.
+
+    ``zc`` is ``(B, hc, wc)`` (one value per coarse pixel and band). The spline
+    ``f(p) = a0 + a1 y + a2 x + sum_k w_k phi(|p - c_k|)``, ``phi(r) = r^2 log r``, interpolates the
+    values exactly (no smoothing), as IDL's ``MIN_CURVE_SURF(/TPS)`` used by FSDAF. The kernel sum
+    over a regular grid of centres is a convolution, evaluated with FFTs (exact, O(HW log HW)),
+    instead of an (H*W x n_centres) kernel matrix.
+    """
+    b, hc, wc = zc.shape
+    n = hc * wc
+    dev = zc.device
+    # coordinates in coarse-pixel units (better conditioned than fine pixels)
+    cy, cx = torch.meshgrid(
+        torch.arange(hc, dtype=torch.float64), torch.arange(wc, dtype=torch.float64), indexing="ij"
+    )
+    pts = torch.stack([cy.reshape(-1), cx.reshape(-1)], 1)
+    if n < 3:
+        return zc.mean((1, 2))[:, None, None].expand(b, h, w).to(zc.dtype).clone()
+    r = torch.cdist(pts, pts)
+    k = torch.where(r > 0, r * r * torch.log(r.clamp_min(1e-300)), torch.zeros_like(r))
+    p = torch.cat([torch.ones(n, 1, dtype=torch.float64), pts], 1)
+    a = torch.zeros(n + 3, n + 3, dtype=torch.float64)
+    a[:n, :n] = k
+    a[:n, n:] = p
+    a[n:, :n] = p.T
+    rhs = torch.zeros(n + 3, b, dtype=torch.float64)
+    rhs[:n] = zc.reshape(b, n).T.double().cpu()
+    try:
+        sol = torch.linalg.solve(a, rhs)
+    except RuntimeError:  # degenerate layout (one row/column of coarse pixels): least squares
+        sol = torch.linalg.lstsq(a, rhs).solution
+    wk = sol[:n].T.reshape(b, hc, wc)
+    poly = sol[n:]  # (3, b)
+    # fine pixel (i, j) sits at coarse coordinate ((i + 0.5) / ratio - 0.5, ...)
+    hp, wp = hc * ratio, wc * ratio
+    # kernel over all fine offsets u = i - ratio*ci in [-(hp-1), hp-1]
+    off = (ratio - 1) / 2.0
+    uy = (torch.arange(-(hp - 1), hp, dtype=torch.float64) - off) / ratio
+    ux = (torch.arange(-(wp - 1), wp, dtype=torch.float64) - off) / ratio
+    rr = torch.sqrt(uy[:, None] ** 2 + ux[None, :] ** 2)
+    ker = torch.where(rr > 0, rr * rr * torch.log(rr.clamp_min(1e-300)), torch.zeros_like(rr))
+    # a circular convolution of length >= 2 hp - 1 is exact on the outputs we keep
+    fh, fw = next_fast_len(2 * hp - 1), next_fast_len(2 * wp - 1)
+    kf = torch.fft.rfft2(ker, s=(fh, fw))
+    del ker, rr
+    val = torch.empty(b, hp, wp, dtype=torch.float64)
+    grid = torch.zeros(hp, wp, dtype=torch.float64)
+    for i in range(b):  # one band at a time bounds the FFT memory
+        grid[::ratio, ::ratio] = wk[i]
+        conv = torch.fft.irfft2(torch.fft.rfft2(grid, s=(fh, fw)) * kf, s=(fh, fw))
+        val[i] = conv[hp - 1 : 2 * hp - 1, wp - 1 : 2 * wp - 1]
+    fy = (torch.arange(hp, dtype=torch.float64) + 0.5) / ratio - 0.5
+    fx = (torch.arange(wp, dtype=torch.float64) + 0.5) / ratio - 0.5
+    val = val + poly[0][:, None, None] + poly[1][:, None, None] * fy[None, :, None]
+    val = val + poly[2][:, None, None] * fx[None, None, :]
+    return val[:, :h, :w].to(zc.dtype).to(dev)
