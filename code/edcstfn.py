@@ -1,0 +1,234 @@
+"""EDCSTFN — Tan, Di, Zhang, Guo, Gao, "An Enhanced Deep Convolutional Model for Spatiotemporal
+Image Fusion", Remote Sensing 11(24):2898, 2019.
+
+Facts from the paper and the official code, github.com/theonegis/edcstfn (Apache-2.0): fusion
+network on ``master`` @ e4bbd14, loss autoencoder on branch ``autoencoder`` @ 0592759. Our own
+code; the parameter counts equal the official classes instantiated with 6 bands (FusionNet
+284,134; autoencoder 481,734 of which the loss encoder is 241,696).
+
+Fusion network (all at the fine resolution, 3x3 convolutions):
+
+* fine encoder on ``F_ref``: B -> 32 -> 64 -> 128, ReLU after each;
+* residual encoder on ``cat(C_ref, F_ref, C2)``: 3B -> 32 -> 64 -> 128, no activation at the end;
+* their sum goes through the decoder 128 -> 64 -> 32 (ReLU) -> 1x1 conv to B.
+
+Two references (t1 < t2 < t3; the official example runs with ``--refs 2``, our default, n_refs=2):
+in training each pair gives its own prediction and the loss is the mean of both; at test time
+the two fused feature maps are weighted per pixel by ``1/|residual features|`` (normalised) before
+the one decoder pass.
+
+Loss (stage ``fusion``): ``MSE + MSE(E(pred), E(target)) + 0.8 (1 - MS-SSIM)``, where ``E`` is the
+frozen encoder of an hourglass autoencoder (B -> 32 -> 64 -> 128 (stride 2) -> 128; decoder back
+with a bicubic x2 upsampling) trained first (stage ``autoencoder``) on fine images with
+``L1 + 0.8 (1 - MS-SSIM)``. Adam lr 1e-3, weight decay 1e-6, ReduceLROnPlateau(0.1, patience 5).
+
+Deviations (also in catalog/papers/edcstfn.yaml):
+
+* Coarse images arrive on the fine grid (the official code upsamples native 16x-coarser patches
+  bilinearly inside ``forward``; same thing done earlier).
+* Zero padding inside the convolutions instead of ReplicationPad2d + unpadded conv (same
+  parameters, differs only at patch borders; avoids one copy per layer, ``pad="replicate"``
+  restores the official behaviour).
+* MS-SSIM is the standard product ``prod_{i<5} cs_i^w_i * ssim_5^w_5`` (the official copy of
+  pytorch-msssim raises ``ssim_5`` to ``4 w_5``, a known bug of that package); like the official
+  code the per-level values are mapped to (x + 1) / 2 before the product ("normalize") and the
+  window shrinks to the patch on small levels.
+* The autoencoder is trained as stage 1 on the fine images of the training batches (t1, t2, t3)
+  instead of a separate data set; it is frozen (``requires_grad=False``) outside that stage, so it
+  is not in the canonical trainable-parameter count, and it never produces the test output:
+  ``forward`` always runs the fusion network.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stfcat.models import Batch, Budget, FusionModel, OptimSpec, Recipe, Stage, register_model
+
+_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gauss_window(size: int, channels: int, device, dtype, sigma: float = 1.5) -> Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def _ssim_cs(x: Tensor, y: Tensor, window: int = 11, data_range: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Mean SSIM and mean contrast-structure term (Gaussian window, valid convolution)."""
+    c = x.shape[1]
+    size = min(window, x.shape[-2], x.shape[-1])
+    w = _gauss_window(size, c, x.device, x.dtype)
+    mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)
+    sxx = F.conv2d(x * x, w, groups=c) - mu_x**2
+    syy = F.conv2d(y * y, w, groups=c) - mu_y**2
+    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    cs_map = (2 * sxy + c2) / (sxx + syy + c2)
+    ssim_map = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs_map
+    return ssim_map.mean(), cs_map.mean()
+
+
+def ms_ssim(x: Tensor, y: Tensor, *, normalize: bool = True) -> Tensor:
+    """Multi-scale SSIM over 5 dyadic levels (Wang et al. 2003 weights), reflectance range 1."""
+    ssims, css = [], []
+    for i in range(len(_MS_WEIGHTS)):
+        s, cs = _ssim_cs(x, y)
+        ssims.append(s)
+        css.append(cs)
+        if i < len(_MS_WEIGHTS) - 1:
+            if min(x.shape[-2:]) >= 2:
+                x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    s, cs = torch.stack(ssims), torch.stack(css)
+    if normalize:  # keeps the powers defined when a term goes negative early in training
+        s, cs = (s + 1) / 2, (cs + 1) / 2
+    w = torch.tensor(_MS_WEIGHTS, dtype=x.dtype, device=x.device)
+    return torch.prod(cs[:-1] ** w[:-1]) * s[-1] ** w[-1]
+
+
+def _conv3(cin: int, cout: int, pad: str, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, padding_mode="replicate" if pad == "replicate" else "zeros")
+
+
+class _FineEncoder(nn.Sequential):
+    def __init__(self, bands: int, pad: str) -> None:
+        super().__init__(
+            _conv3(bands, 32, pad), nn.ReLU(True),
+            _conv3(32, 64, pad), nn.ReLU(True),
+            _conv3(64, 128, pad), nn.ReLU(True),
+        )
+
+
+class _ResidualEncoder(nn.Sequential):
+    def __init__(self, bands: int, pad: str) -> None:
+        super().__init__(
+            _conv3(3 * bands, 32, pad), nn.ReLU(True),
+            _conv3(32, 64, pad), nn.ReLU(True),
+            _conv3(64, 128, pad),
+        )
+
+
+class _Decoder(nn.Sequential):
+    def __init__(self, bands: int, pad: str) -> None:
+        super().__init__(
+            _conv3(128, 64, pad), nn.ReLU(True),
+            _conv3(64, 32, pad), nn.ReLU(True),
+            nn.Conv2d(32, bands, 1),
+        )
+
+
+class LossAutoEncoder(nn.Module):
+    """Hourglass autoencoder whose encoder gives the feature (perceptual) loss."""
+
+    def __init__(self, bands: int, pad: str) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            _conv3(bands, 32, pad), nn.ReLU(True),
+            _conv3(32, 64, pad), nn.ReLU(True),
+            _conv3(64, 128, pad, stride=2), nn.ReLU(True),
+            _conv3(128, 128, pad), nn.ReLU(True),
+        )
+        self.dec_in = nn.Sequential(_conv3(128, 128, pad), nn.ReLU(True))
+        self.dec_out = nn.Sequential(
+            _conv3(128, 64, pad), nn.ReLU(True),
+            _conv3(64, 32, pad), nn.ReLU(True),
+            nn.Conv2d(32, bands, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.dec_in(self.encoder(x))
+        h = F.interpolate(h, scale_factor=2, mode="bicubic", align_corners=False)
+        return self.dec_out(h)[..., : x.shape[-2], : x.shape[-1]]
+
+
+@register_model(
+    "edcstfn",
+    paper="edcstfn",
+    family="cnn",
+    params=284_134,
+    recipe=Recipe(
+        optim=OptimSpec(name="adam", lr=1e-3, weight_decay=1e-6, scheduler="plateau",
+                        scheduler_args={"factor": 0.1, "patience": 5}),
+        # Quick: 1 epoch autoencoder + 3 epochs fusion of 20 steps, batch 4 of 64 px patches.
+        quick=Budget(epochs=4, patch=64, batch=4, steps_per_epoch=20),
+        # Official example: 60 epochs, batch 4, coarse patch 35 (= 560 fine px) at stride 30.
+        paper=Budget(epochs=60, patch=560, batch=4, steps_per_epoch=50),
+        notes="stage 1 autoencoder (L1 + 0.8(1-MS-SSIM)), stage 2 fusion (MSE + feature MSE + 0.8(1-MS-SSIM))",
+    ),
+)
+class EDCSTFN(FusionModel):
+    """Fine encoder + residual encoder + decoder at full resolution, compound loss with a frozen AE encoder."""
+
+    n_refs = 2
+    halo = 8
+
+    def __init__(self, bands: int = 6, ratio: int = 16, *, pad: Literal["zeros", "replicate"] = "zeros",
+                 alpha: float = 0.8) -> None:
+        super().__init__(bands, ratio)
+        if pad not in ("zeros", "replicate"):
+            raise ValueError(f"pad must be 'zeros' or 'replicate', got {pad!r}")
+        self.pad, self.alpha = pad, alpha
+        self.encoder = _FineEncoder(bands, pad)
+        self.residual = _ResidualEncoder(bands, pad)
+        self.decoder = _Decoder(bands, pad)
+        self.autoencoder = LossAutoEncoder(bands, pad)
+        self.autoencoder.requires_grad_(False)
+
+    def config(self) -> dict:
+        return {**super().config(), "pad": self.pad, "alpha": self.alpha}
+
+    def fusion_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.residual.parameters(), *self.decoder.parameters()]
+
+    def _features(self, f: Tensor, c: Tensor, c2: Tensor) -> tuple[Tensor, Tensor]:
+        res = self.residual(torch.cat((c, f, c2), 1))
+        return self.encoder(f) + res, res
+
+    def predict_each(self, batch: Batch) -> list[Tensor]:
+        """One prediction per reference pair (the training outputs)."""
+        refs = [("f1", "c1")] + ([("f3", "c3")] if "f3" in batch else [])
+        return [self.decoder(self._features(batch[f], batch[c], batch["c2"])[0]) for f, c in refs]
+
+    def forward(self, batch: Batch) -> Tensor:
+        # the loss network is trainable only inside stage 1; prediction never touches it
+        self.autoencoder.requires_grad_(False)
+        fused1, res1 = self._features(batch["f1"], batch["c1"], batch["c2"])
+        if "f3" not in batch:
+            return self.decoder(fused1)
+        fused3, res3 = self._features(batch["f3"], batch["c3"], batch["c2"])
+        a, b = 1.0 / (res1.abs() + 1e-8), 1.0 / (res3.abs() + 1e-8)
+        w = (a / (a + b)).clamp(0.0, 1.0)
+        return self.decoder(w * fused1 + (1.0 - w) * fused3)
+
+    # -- losses ----------------------------------------------------------------------------
+    def _vision_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.l1_loss(pred, target) + self.alpha * (1.0 - ms_ssim(pred, target))
+
+    def autoencoder_loss(self, batch: Batch, target: Tensor) -> Tensor:
+        self.autoencoder.requires_grad_(True)
+        fine = torch.cat([batch["f1"], target] + ([batch["f3"]] if "f3" in batch else []), 0)
+        return self._vision_loss(self.autoencoder(fine), fine)
+
+    def compound_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        enc = self.autoencoder.encoder
+        return (F.mse_loss(pred, target) + F.mse_loss(enc(pred), enc(target))
+                + self.alpha * (1.0 - ms_ssim(pred, target)))
+
+    def fusion_loss(self, batch: Batch, target: Tensor) -> Tensor:
+        self.autoencoder.requires_grad_(False)
+        preds = self.predict_each(batch)
+        return sum(self.compound_loss(p, target) for p in preds) / len(preds)
+
+    def stages(self) -> list[Stage]:
+        # the optimiser of stage 1 is built over the AE parameters, so they must require grad then
+        self.autoencoder.requires_grad_(True)
+        return [
+            Stage("autoencoder", loss=self.autoencoder_loss, params=list(self.autoencoder.parameters()), share=0.25),
+            Stage("fusion", loss=self.fusion_loss, params=self.fusion_parameters(), share=0.75),
+        ]
+
