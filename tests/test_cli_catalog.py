@@ -176,10 +176,7 @@ def _leaf_commands():
     return list(walk(typer.main.get_command(app), []))
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="`stfcat fuse` reads the user's own files and "
-                                            "has no --catalog yet; the issue asks it of every command"))
-    if n == "fuse" else n for n, _ in _leaf_commands()])
+@pytest.mark.parametrize("name", [n for n, _ in _leaf_commands()])
 def test_every_command_takes_catalog_and_the_env_var(name):
     cmd = dict(_leaf_commands())[name]
     opts = {o: p for p in cmd.params for o in getattr(p, "opts", [])}

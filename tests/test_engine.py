@@ -40,6 +40,13 @@ def test_run_writes_outputs_and_scores_baselines(data_dir, tmp_path):
     assert all(c["target_date"] and c["ref_dates"] for c in m["cases"])
     assert m["params"] > 0 and m["train_seconds"] > 0 and m["infer_seconds"] > 0
     assert len(m["history"]) == 3 and m["device"] == "cpu" and m["stfcat_version"]
+    assert m["model"] == "tiny-test" and m["dataset"] and "git_commit" in m and m["infer_seconds"] < 1e4
+    for c in m["cases"]:  # per-case metrics of the model and of every baseline, with the case's dates
+        assert set(c["metrics"]) == set(m["mean"]) and c["target_date"] not in c["ref_dates"]
+        assert all(set(REQUIRED) <= set(v) for v in c["metrics"].values())
+        assert c["id"] == "+".join(c["ref_dates"]) + "->" + c["target_date"]
+    for method, scores in m["mean"].items():  # the mean is the mean of the cases
+        assert scores["rmse"] == pytest.approx(np.mean([c["metrics"][method]["rmse"] for c in m["cases"]]))
     # copy-f1 is exactly F1: its RMSE equals an independent computation on the case
     from stfcat.data.series import load_series
     from stfcat.metrics import rmse
@@ -52,14 +59,23 @@ def test_run_writes_outputs_and_scores_baselines(data_dir, tmp_path):
 
     tifs = sorted((out / "predictions").glob("*.tif"))
     assert len(tifs) == 2
+    prof = load_series(data_dir).profile
     with rasterio.open(tifs[0]) as ds:
         assert ds.crs is not None and ds.count == 6 and ds.descriptions[3] == "nir"
-        assert ds.transform.a == pytest.approx(30.0)
+        assert ds.crs.to_string() == str(prof["crs"])
+        assert tuple(ds.transform)[:6] == pytest.approx(tuple(prof["transform"])[:6])
+        assert (ds.height, ds.width) == tuple(load_series(data_dir).shape)
     assert len(list((out / "quicklook").glob("*.png"))) == 2
     assert (out / "loss.png").stat().st_size > 1000
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ck["model_id"] == "tiny-test" and ck["config"]["bands"] == 6 and ck["band_names"][0] == "blue"
     assert ck["train"]["done"]
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ("metrics.json", "checkpoint.pt", "loss.png", *(str(p.relative_to(out)) for p in out.glob("*/*"))):
+        assert (out / f).stat().st_mode & 0o777 == 0o666 & ~mask, f"{f}: not readable like a normal file"
 
 
 def test_resume_after_interruption_equals_uninterrupted(data_dir, tmp_path):
@@ -182,3 +198,47 @@ def test_full_recipe_uses_the_paper_budget_and_overrides(data_dir, tmp_path):
     ck = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)
     # step scheduler (gamma 0.7 per epoch) applied to the overridden learning rate
     assert ck["train"]["optimizers"]["main"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 0.7**4)
+
+
+def test_quicklook_stretch_makes_dark_reflectance_readable(tmp_path, monkeypatch):
+    """Reflectance of 0.01..0.06 shown raw is near black; the 2-98 % stretch spreads it over the
+    display range, the same stretch for every RGB panel, and the error map has its own scale."""
+    import matplotlib.axes
+
+    from stfcat.engine.outputs import quicklook_png
+
+    shown: list[np.ndarray] = []
+    real = matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, x, **kw: (shown.append(np.asarray(x)),
+                                                                             real(ax, x, **kw))[1])
+    rng = np.random.default_rng(0)
+    names = ["blue", "green", "red", "nir", "swir1", "swir2"]
+    truth = rng.uniform(0.01, 0.06, (6, 40, 48)).astype(np.float32)
+    panels = {"F1": truth * 0.9, "C1": truth * 0.8, "C2": truth * 1.1}
+    path = quicklook_png(tmp_path / "q.png", panels, truth, truth + 0.005, names, "t")
+    assert path.stat().st_size > 1000
+    assert len(shown) == 6  # F1, C1, C2, prediction, truth, error
+    rgb_truth = shown[4]
+    assert rgb_truth.shape == (40, 48, 3)
+    assert np.allclose(rgb_truth, np.clip((truth[[2, 1, 0]].transpose(1, 2, 0) - np.percentile(
+        truth[[2, 1, 0]].reshape(3, -1), 2, axis=1)) / (np.percentile(truth[[2, 1, 0]].reshape(3, -1), 98, axis=1)
+        - np.percentile(truth[[2, 1, 0]].reshape(3, -1), 2, axis=1)), 0, 1), atol=1e-5)  # red, green, blue
+    lo, hi = np.percentile(rgb_truth, [5, 95])
+    assert lo < 0.1 and hi > 0.9  # uses the display range, unlike raw reflectance (max 0.06)
+    assert shown[3].mean() > rgb_truth.mean()  # a brighter prediction looks brighter: one common stretch
+    assert shown[5].shape == (40, 48) and shown[5].max() == pytest.approx(0.005, abs=1e-5)
+
+
+def test_loss_curve_draws_one_line_per_stage(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from stfcat.engine.outputs import loss_curve_png
+
+    drawn: list[tuple[list, list, str]] = []
+    real = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, x, y, **kw: (
+        drawn.append((list(x), list(y), kw.get("label"))), real(ax, x, y, **kw))[1])
+    hist = [{"stage": "a", "epoch": 1, "loss": 3.0}, {"stage": "a", "epoch": 2, "loss": 2.0},
+            {"stage": "b", "epoch": 1, "loss": 9.0}]
+    assert loss_curve_png(tmp_path / "l.png", hist, "t").stat().st_size > 1000
+    assert drawn == [([1, 2], [3.0, 2.0], "a: loss"), ([3], [9.0], "b: loss")]

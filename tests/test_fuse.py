@@ -3,6 +3,7 @@ atomic no-overwrite output, checkpoint checks."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import _engine_models  # noqa: F401  (registers tiny-test)
@@ -151,6 +152,7 @@ REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" /
 
 
 @pytest.mark.skipif(not (REAL / "Landsat20041126").is_file(), reason=f"real test data not found at {REAL}")
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the files have no georeferencing
 def test_fuse_real_envi_lgc(tmp_path):
     """ENVI BSQ int16 files (FSDAF's LGC crop, no georeferencing): delta equals F1 + C2 - C1."""
     out = fuse_files("delta", fine_ref=REAL / "Landsat20041126", coarse_ref=REAL / "MODIS20041126",
@@ -161,3 +163,40 @@ def test_fuse_real_envi_lgc(tmp_path):
     assert got.shape == (3, 480, 480)
     # values pass through float32 reflectance: allow one stored unit of rounding
     assert np.abs(got - (f1 + c2 - c1))[:, (f1 > 0).all(0)].max() <= 1
+
+
+@pytest.fixture()
+def alpha_model():
+    """A non-trainable model that implements the fixture catalog's 'alpha-net' paper (removed afterwards)."""
+    from stfcat.models import register_model
+    from stfcat.models.registry import _REGISTRY
+    from stfcat.models.trivial import Delta
+
+    cls = type("AlphaDelta", (Delta,), {"__doc__": "delta under the alpha-net paper id (test only)."})
+    register_model("alpha-delta", paper="alpha-net", family="trivial", params=0)(cls)
+    yield "alpha-delta"
+    _REGISTRY.pop("alpha-delta", None)
+
+
+def test_fuse_catalog_names_the_paper_in_the_output(scene, tmp_path, alpha_model):
+    ok = Path(__file__).parent / "fixtures" / "catalog_ok"
+    args = ["fuse", "--model", alpha_model, "--fine-ref", str(scene["fine_ref"]), "--coarse-ref",
+            str(scene["coarse_ref"]), "--coarse-target", str(scene["coarse_target"]), "--scale", "0.0001",
+            "--device", "cpu"]
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a.tif"), "--catalog", str(ok)])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "a.tif") as ds:
+        tags = ds.tags()
+    assert tags["STFCAT_MODEL"] == alpha_model and tags["STFCAT_PAPER"] == "alpha-net"
+    assert tags["STFCAT_METHOD"] == "AlphaNet" and tags["STFCAT_PAPER_DOI"].startswith("10.")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.tif").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's owner-only 0600
+    # the env var selects the catalog too; the shipped catalog has no 'alpha-net': a clear error, no file
+    res = CliRunner(env={"STFCAT_CATALOG": str(ok)}).invoke(app, [*args, "-o", str(tmp_path / "b.tif")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "c.tif")])
+    assert res.exit_code == 2 and "'alpha-net'" in res.output and "lacks" in res.output, res.output
+    assert not (tmp_path / "c.tif").exists()
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "d.tif"), "--catalog", str(tmp_path / "nocat")])
+    assert res.exit_code == 2 and "nocat" in res.output and not (tmp_path / "d.tif").exists()

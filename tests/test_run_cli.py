@@ -83,12 +83,19 @@ def test_two_reference_model_on_too_few_dates(short_series):
     assert "two reference pairs" in res.output and "Traceback" not in res.output
 
 
-def test_cuda_requested_but_absent(series, monkeypatch):
+def test_cuda_requested_but_absent(series, monkeypatch, tmp_path):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     res = _invoke("run", "delta", "--dataset", str(series), "--device", "cuda")
-    assert res.exit_code == 2 and "CUDA is not available" in res.output
+    assert res.exit_code == 2 and "CUDA is not available" in res.output and "Traceback" not in res.output
+    # --device auto (the default) falls back, says so, and records the device it used
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    out = tmp_path / "auto"
+    res = _invoke("run", "delta", "--dataset", str(series), "--no-images", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "no CUDA or MPS device found: running on CPU" in res.output
+    assert json.loads((out / "metrics.json").read_text())["device"] == "cpu"
 
 
 def test_device_auto_falls_back_to_cpu(monkeypatch, capsys):

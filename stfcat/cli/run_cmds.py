@@ -87,6 +87,7 @@ def fuse_cmd(
     tile: Annotated[int, typer.Option(help="Tile size in fine pixels.", min=16)] = 256,
     device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    catalog: CatalogOpt = None,
 ) -> None:
     """Fuse your own scenes (GeoTIFF or ENVI) with a model; coarse images may be on their own grid."""
     from stfcat.engine.errors import EngineError
@@ -96,7 +97,8 @@ def fuse_cmd(
 
         path = fuse_files(model, fine_ref=fine_ref, coarse_ref=coarse_ref, coarse_target=coarse_target,
                           fine_ref2=fine_ref2, coarse_ref2=coarse_ref2, out=output, weights=weights, scale=scale,
-                          tile=tile, device=device.value, overwrite=overwrite, progress=True)
+                          tile=tile, device=device.value, overwrite=overwrite, progress=True,
+                          catalog=catalog)
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     typer.echo(f"wrote {path}")

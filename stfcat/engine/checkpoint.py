@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineError
+from .outputs import publish
 
 FORMAT = 1
 
@@ -23,7 +24,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     os.close(fd)
     try:
         torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -6,6 +6,11 @@ georeferencing (``stfcat.data.readers.read_resampled``); without georeferencing 
 from the image sizes. Each tile's inputs are read as windows; blended tiles accumulate in a
 disk-backed array, so memory grows with the tile size, not the scene. The output is written in the
 fine reference's units and dtype (reflectance / scale) to a temporary file, then moved into place.
+
+The catalog (``--catalog`` / ``STFCAT_CATALOG``, default the shipped one) says which paper the
+model implements: its id, DOI and short name are written as GeoTIFF tags (``STFCAT_*``) next to the
+model id and stfcat version, so a fused file names the method that made it. A catalog that does
+not load, or that lacks the model's paper, is an error before anything is computed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EngineError
+from .outputs import publish
 
 
 def _reader(path: Path, *, fine, scale: float, n_bands: int):
@@ -41,6 +47,31 @@ def _reader(path: Path, *, fine, scale: float, n_bands: int):
         ratio_i = None
     return lambda win: readers.read_resampled(path, scale_factor=scale, fine_shape=fine.shape, fine_crs=fine.crs,
                                               fine_transform=fine.transform, ratio=ratio_i, window=win)
+
+
+def provenance_tags(model_id: str, catalog: Path | None) -> dict[str, str]:
+    """GeoTIFF tags naming the model, its catalog paper and the stfcat version."""
+    import stfcat
+    from stfcat.catalog import CatalogError, load_catalog
+
+    from .run import resolve_model
+
+    info = resolve_model(model_id)
+    tags = {"STFCAT_MODEL": model_id, "STFCAT_VERSION": str(getattr(stfcat, "__version__", "unknown"))}
+    try:
+        cat = load_catalog(Path(catalog) if catalog is not None else None)
+    except CatalogError as exc:
+        where = f"--catalog {catalog}" if catalog is not None else "the shipped catalog"
+        raise EngineError(f"{where}: the catalog is invalid ({len(exc.problems)} problem(s)); "
+                          f"run `stfcat validate`: {exc.problems[0]}") from None
+    if info.paper is None:  # trivial baselines implement no paper
+        return tags
+    paper = cat.papers.get(info.paper)
+    if paper is None:
+        raise EngineError(f"--catalog {cat.root}: model {model_id!r} implements paper {info.paper!r}, which this "
+                          "catalog lacks (add catalog/papers/<id>.yaml or use the shipped catalog)")
+    tags.update(STFCAT_PAPER=paper.id, STFCAT_PAPER_DOI=str(paper.doi), STFCAT_METHOD=paper.short_name)
+    return tags
 
 
 def _load_model(model_id: str, weights: Path | None, bands: int, ratio_hint: int):
@@ -74,6 +105,7 @@ def fuse_files(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = False,
+    catalog: Path | None = None,
 ) -> Path:
     """Predict the fine image at the coarse target's date and write it to ``out`` (GeoTIFF)."""
     import rasterio
@@ -90,6 +122,7 @@ def fuse_files(
     from .run import resolve_model
 
     resolve_model(model_id)  # an unknown id is the first thing to report
+    tags = provenance_tags(model_id, catalog)
     out = Path(out)
     if out.exists() and not overwrite:
         raise EngineError(f"{out} exists; add --overwrite to replace it")
@@ -98,9 +131,15 @@ def fuse_files(
     except DataError as exc:
         raise EngineError(f"--fine-ref: {exc}") from None
     bands = fine.count
-    with rasterio.open(fine_ref) as ds:
-        descriptions = list(ds.descriptions)
-        out_dtype = ds.dtypes[0]
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():  # a fine reference without georeferencing is allowed (sizes give the ratio)
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(fine_ref) as ds:
+            descriptions = list(ds.descriptions)
+            out_dtype = ds.dtypes[0]
     dev = resolve_device(device)
     use_all_cores()
     model, ckpt = _load_model(model_id, weights, bands, 16)
@@ -166,9 +205,6 @@ def fuse_files(
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.tif", dir=out.parent)
         os.close(fd)
         try:
-            import warnings
-
-            from rasterio.errors import NotGeoreferencedWarning
             from rasterio.windows import Window
 
             with warnings.catch_warnings():
@@ -184,10 +220,11 @@ def fuse_files(
                         if nodata is not None:
                             block[:, bad] = nodata
                         dst.write(block.astype(out_dtype), window=Window(0, r0, fine.shape[1], h))
+                    dst.update_tags(**tags)
                     for i, d in enumerate(descriptions, start=1):
                         if d:
                             dst.set_band_description(i, d)
-            os.replace(tmp, out)
+            publish(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -12,6 +12,15 @@ from typing import Any
 import numpy as np
 
 
+def publish(tmp: str | Path, path: Path) -> None:
+    """Move a finished temporary file into place with the permissions of a normally created file:
+    ``mkstemp`` makes it owner-only (0600), which would hide results from the user's group."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,7 +28,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -124,13 +133,22 @@ def loss_curve_png(path: Path, history: list[dict[str, Any]], title: str) -> Pat
     fig, ax = plt.subplots(figsize=(6, 3.8))
     keys = sorted({k for h in history for k in h if k not in ("stage", "epoch")})
     x = np.arange(1, len(history) + 1)
-    for k in keys:
-        ys = [h.get(k, np.nan) for h in history]
-        ax.plot(x, ys, marker="o", ms=3, label=k)
     stages = [h["stage"] for h in history]
+    names = list(dict.fromkeys(stages))
+    # one line per stage and loss: stages train different losses (or networks), joining them would
+    # draw a change between two unrelated numbers
+    for k in keys:
+        for st in names:
+            sel = [i for i, s in enumerate(stages) if s == st]
+            ys = [history[i].get(k, np.nan) for i in sel]
+            label = k if len(names) == 1 else f"{st}: {k}"
+            ax.plot(x[sel], ys, marker="o", ms=3, label=label)
     for i in range(1, len(stages)):
         if stages[i] != stages[i - 1]:
             ax.axvline(i + 0.5, color="grey", ls="--", lw=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (all stages)")
     ax.set_ylabel("training loss (epoch mean)")
     if keys and all(h.get(k, 1) > 0 for h in history for k in keys if isinstance(h.get(k), float)):
@@ -153,7 +171,7 @@ def _save_fig(fig, path: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
