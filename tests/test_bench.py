@@ -58,3 +58,20 @@ def test_bench_cli_exit_code_on_failure(series, tmp_path):
                                    str(tmp_path), "--device", "cpu"])
     assert res.exit_code == 1 and "1 failed run" in res.output
     assert (tmp_path / "leaderboard.md").is_file()
+
+
+def test_bench_merge_keeps_other_rows_and_replaces_rerun_ones(series, tmp_path):
+    run_bench(models=["tiny-plain"], datasets=[str(series)], out=tmp_path, device="cpu", epochs=1, progress=False)
+    first = json.loads((tmp_path / "leaderboard.json").read_text())
+    first_tiny = next(r for r in first["rows"] if r["model"] == "tiny-plain")
+    # a second sitting with another model: merge keeps tiny-plain, adds copy-f1's run, no duplicates
+    run_bench(models=["copy-f1"], datasets=[str(series)], out=tmp_path, device="cpu", progress=False, merge=True)
+    merged = json.loads((tmp_path / "leaderboard.json").read_text())
+    keys = [(r["model"], r["dataset"]) for r in merged["rows"]]
+    assert len(keys) == len(set(keys))
+    assert sorted(m for m, _ in keys) == ["copy-f1", "delta", "tiny-plain", "upsample-c2"]
+    assert next(r for r in merged["rows"] if r["model"] == "tiny-plain") == first_tiny
+    # without merge the file holds only what was run now
+    run_bench(models=["copy-f1"], datasets=[str(series)], out=tmp_path, device="cpu", progress=False)
+    alone = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert "tiny-plain" not in [r["model"] for r in alone["rows"]]

@@ -113,6 +113,7 @@ def bench_cmd(
     device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Override the epochs of every model (smoke runs).", min=1)] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Keep rows of an existing leaderboard.json for (model, dataset) pairs not run now.")] = False,
     catalog: CatalogOpt = None,
 ) -> None:
     """Run the protocol for many models and datasets; write a leaderboard (baselines always included)."""
@@ -122,7 +123,7 @@ def bench_cmd(
         from stfcat.engine.bench import run_bench
 
         board = run_bench(models=models, datasets=datasets or ["demo"], budget=budget.value, out=out,
-                          device=device.value, seed=seed, epochs=epochs, catalog=catalog)
+                          device=device.value, seed=seed, epochs=epochs, catalog=catalog, merge=merge)
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     failed = [r for r in board["runs"] if r.get("error")]

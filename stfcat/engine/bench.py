@@ -39,8 +39,13 @@ def run_bench(
     catalog: Path | None = None,
     data_dir: Path | None = None,
     progress: bool = True,
+    merge: bool = False,
 ) -> dict[str, Any]:
-    """Run every model on every dataset; write ``leaderboard.json`` and ``leaderboard.md``."""
+    """Run every model on every dataset; write ``leaderboard.json`` and ``leaderboard.md``.
+
+    With ``merge`` the rows and runs of an existing ``leaderboard.json`` in ``out`` are kept
+    unless this call produces a row (or run) for the same (model, dataset), so a leaderboard
+    can be built in several sittings (e.g. deep models, then classical ones)."""
     import json
 
     from .outputs import atomic_write_text, write_json
@@ -83,6 +88,9 @@ def run_bench(
                 baselines_done = True
             for method in shown:
                 rows.append(_row(method, m, reported, model_row=method == model))
+    if merge and (out / "leaderboard.json").is_file():
+        old = json.loads((out / "leaderboard.json").read_text())
+        rows, runs = _merge(old.get("rows", []), rows), _merge(old.get("runs", []), runs)
     board = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -95,6 +103,12 @@ def run_bench(
     write_json(out / "leaderboard.json", board)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
     return board
+
+
+def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Old entries whose (model, dataset) is not in ``new``, then ``new``."""
+    done = {(e.get("model"), e.get("dataset")) for e in new}
+    return [e for e in old if (e.get("model"), e.get("dataset")) not in done] + new
 
 
 def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row: bool) -> dict[str, Any]:
