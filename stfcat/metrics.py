@@ -175,11 +175,18 @@ def roberts(x: np.ndarray) -> np.ndarray:
 _LBP_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 
 
+#: Ties within this reflectance count as ">=" in LBP. Reflectance is stored to 1e-4 (int16 x 1e-4),
+#: so this only absorbs float rounding (e.g. from tile blending), which would otherwise flip the
+#: codes of flat areas at random.
+LBP_TOLERANCE = 1e-6
+
+
 def lbp(x: np.ndarray) -> np.ndarray:
     """Local binary pattern code (8 square neighbours, radius 1, clockwise from top-left) of the
-    interior pixels of one band, ``(H-2, W-2)``: ``sum_k 2^k [neighbour_k >= centre]``."""
+    interior pixels of one band, ``(H-2, W-2)``: ``sum_k 2^k [neighbour_k >= centre - tol]``
+    with ``tol`` = :data:`LBP_TOLERANCE`."""
     h, w = x.shape
-    c = x[1:-1, 1:-1]
+    c = x[1:-1, 1:-1] - LBP_TOLERANCE
     code = np.zeros(c.shape, dtype=np.float64)
     for k, (dy, dx) in enumerate(_LBP_OFFSETS):
         code += (x[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx] >= c) * float(2**k)

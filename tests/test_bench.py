@@ -75,3 +75,30 @@ def test_bench_merge_keeps_other_rows_and_replaces_rerun_ones(series, tmp_path):
     run_bench(models=["copy-f1"], datasets=[str(series)], out=tmp_path, device="cpu", progress=False)
     alone = json.loads((tmp_path / "leaderboard.json").read_text())
     assert "tiny-plain" not in [r["model"] for r in alone["rows"]]
+
+
+def test_one_and_two_reference_models_get_baselines_of_their_own_cases(series, tmp_path):
+    """A 2-reference model is scored on fewer cases than a 1-reference one: each case set gets
+    its own baseline rows, and --rebuild reproduces the leaderboard from the runs' metrics.json."""
+    board = run_bench(models=["tiny-plain", "tiny-two-stage"], datasets=[str(series)], out=tmp_path,
+                      device="cpu", epochs=1, progress=False)
+    by_refs: dict[int, dict[str, dict]] = {}
+    for r in board["rows"]:
+        by_refs.setdefault(r["n_refs"], {})[r["model"]] = r
+    assert set(by_refs) == {1, 2}
+    for refs, model in ((1, "tiny-plain"), (2, "tiny-two-stage")):
+        rows = by_refs[refs]
+        assert {"copy-f1", "upsample-c2", "delta", model} <= set(rows)
+        assert len({r["cases"] for r in rows.values()}) == 1  # baselines scored on the model's cases
+        run = json.loads((tmp_path / "runs" / f"{model}-{series.name}" / "metrics.json").read_text())
+        assert rows["delta"]["metrics"] == pytest.approx(run["mean"]["delta"], rel=1e-6, abs=1e-9)
+    assert by_refs[1]["delta"]["cases"] > by_refs[2]["delta"]["cases"]
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "one reference pair" in md and "two reference pairs" in md
+
+    from stfcat.engine.bench import rebuild_board
+
+    rebuilt = rebuild_board(tmp_path)
+    key = lambda r: (r["model"], r["n_refs"])  # noqa: E731
+    assert sorted(map(key, rebuilt["rows"])) == sorted(map(key, board["rows"]))
+    assert {key(r): r["metrics"] for r in rebuilt["rows"]} == {key(r): r["metrics"] for r in board["rows"]}

@@ -114,14 +114,19 @@ def bench_cmd(
     seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Override the epochs of every model (smoke runs).", min=1)] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Keep rows of an existing leaderboard.json for (model, dataset) pairs not run now.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Train nothing: rebuild the leaderboard from <out>/runs/*/metrics.json.")] = False,
     catalog: CatalogOpt = None,
 ) -> None:
     """Run the protocol for many models and datasets; write a leaderboard (baselines always included)."""
     from stfcat.engine.errors import EngineError
 
     try:
-        from stfcat.engine.bench import run_bench
+        from stfcat.engine.bench import rebuild_board, run_bench
 
+        if rebuild:
+            board = rebuild_board(out)
+            typer.echo(f"rebuilt {out / 'leaderboard.json'} and {out / 'leaderboard.md'}: {len(board['rows'])} rows")
+            return
         board = run_bench(models=models, datasets=datasets or ["demo"], budget=budget.value, out=out,
                           device=device.value, seed=seed, epochs=epochs, catalog=catalog, merge=merge)
     except EngineError as exc:

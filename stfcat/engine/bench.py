@@ -1,7 +1,8 @@
 """``stfcat bench``: the protocol for many models x datasets, into one leaderboard.
 
 Every (model, dataset) run is isolated: an exception is recorded in the leaderboard and the bench
-goes on. The trivial baselines are scored once per dataset (a ``delta`` run reports all three).
+goes on. The trivial baselines are scored once per case set of a dataset (one-reference and
+two-reference methods are tested on different cases, so each set gets its own baseline rows).
 Values reported in papers can be put beside ours through ``<out>/reported.json``::
 
     {"<model>": {"<dataset>": {"rmse": 0.0123, "ssim": 0.91, "source": "Table 3"}}}
@@ -62,7 +63,7 @@ def run_bench(
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     for ds in datasets:
-        baselines_done = False
+        baselines_done: set[int] = set()
         todo = ["delta", *[m for m in models if m not in BASELINES]]
         for model in todo:
             run_dir = out / "runs" / f"{model}-{Path(str(ds)).name}"
@@ -81,13 +82,7 @@ def run_bench(
                     print(f"bench: {model} on {ds} failed: {entry['error']}")
                 continue
             runs.append(entry)
-            m = res.metrics
-            shown = [model] if model not in BASELINES else []
-            if not baselines_done:
-                shown = [b for b in BASELINES if b in m["mean"]] + shown
-                baselines_done = True
-            for method in shown:
-                rows.append(_row(method, m, reported, model_row=method == model))
+            rows += _rows_of_run(res.metrics, reported, baselines_done)
     if merge and (out / "leaderboard.json").is_file():
         old = json.loads((out / "leaderboard.json").read_text())
         rows, runs = _merge(old.get("rows", []), rows), _merge(old.get("runs", []), runs)
@@ -105,10 +100,66 @@ def run_bench(
     return board
 
 
+def _key(e: dict[str, Any]) -> tuple[Any, ...]:
+    return e.get("model"), e.get("dataset"), e.get("n_refs")
+
+
 def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Old entries whose (model, dataset) is not in ``new``, then ``new``."""
-    done = {(e.get("model"), e.get("dataset")) for e in new}
-    return [e for e in old if (e.get("model"), e.get("dataset")) not in done] + new
+    """Old entries whose (model, dataset, n_refs) is not in ``new``, then ``new``."""
+    done = {_key(e) for e in new}
+    return [e for e in old if _key(e) not in done] + new
+
+
+def _rows_of_run(m: dict[str, Any], reported: dict[str, Any], baselines_done: set[int]) -> list[dict[str, Any]]:
+    """Leaderboard rows of one run's metrics.json: the model, plus the trivial baselines the first
+    time a case set (one- or two-reference test cases of a dataset) is seen, because one- and
+    two-reference methods are scored on different cases and must be compared with the baselines
+    of the same cases."""
+    from .run import BASELINES
+
+    model = m["model"]
+    shown = [model] if model not in BASELINES else []
+    n_refs = int(m.get("n_refs") or 1)
+    if n_refs not in baselines_done:
+        shown = [b for b in BASELINES if b in m["mean"]] + shown
+        baselines_done.add(n_refs)
+    return [_row(method, m, reported, model_row=method == model) for method in shown]
+
+
+def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
+    """Rebuild ``leaderboard.json``/``.md`` from the ``metrics.json`` of every run under
+    ``out/runs`` (no training), keeping the failed runs the old leaderboard recorded."""
+    import json
+
+    from .outputs import atomic_write_text, write_json
+    from .run import git_commit
+
+    out = Path(out)
+    reported = json.loads((out / "reported.json").read_text()) if (out / "reported.json").is_file() else {}
+    old = json.loads((out / "leaderboard.json").read_text()) if (out / "leaderboard.json").is_file() else {}
+    metrics = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/metrics.json"))]
+    # baselines first (the delta run), then models, per dataset
+    metrics.sort(key=lambda m: (m["dataset"], m["model"] != "delta", m["model"]))
+    rows: list[dict[str, Any]] = []
+    done: dict[str, set[int]] = {}
+    for m in metrics:
+        rows += _rows_of_run(m, reported, done.setdefault(m["dataset"], set()))
+    ok = {(m["model"], m["dataset"]) for m in metrics}
+    runs = [{"model": m["model"], "dataset": m["dataset"], "out": str(out / "runs" / f"{m['model']}-{m['dataset']}")}
+            for m in metrics]
+    runs += [r for r in old.get("runs", []) if r.get("error") and (r["model"], Path(r["dataset"]).name) not in ok]
+    board = {
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "budget": old.get("budget", "quick"),
+        "seed": old.get("seed", 0),
+        "metrics": list(BOARD_METRICS),
+        "rows": rows,
+        "runs": runs,
+    }
+    write_json(out / "leaderboard.json", board)
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
+    return board
 
 
 def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row: bool) -> dict[str, Any]:
@@ -122,6 +173,7 @@ def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row:
         "paper": info.paper,
         "dataset": m["dataset"],
         "split": m["split"],
+        "n_refs": int(m.get("n_refs") or 1),
         "cases": len(m["cases"]),
         "metrics": m["mean"][method],
         "params": m["params"] if model_row else 0,
@@ -146,7 +198,9 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
     ]
     by_ds: dict[str, list[dict[str, Any]]] = {}
     for r in board["rows"]:
-        by_ds.setdefault(r["dataset"], []).append(r)
+        refs = int(r.get("n_refs") or 1)
+        title = f"{r['dataset']}: {'one reference pair' if refs == 1 else 'two reference pairs'}, {r.get('cases', '?')} test case(s)"
+        by_ds.setdefault(title, []).append(r)
     head = ["model", "split", *[k.upper() for k in BOARD_METRICS], "params", "train s", "infer s", "commit",
             "reproduced here", "reported in paper (RMSE / SSIM)"]
     for ds, rows in by_ds.items():
