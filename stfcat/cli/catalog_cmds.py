@@ -209,13 +209,21 @@ def show(
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
+    notes: list[str] = []
     for key, value in item.model_dump(mode="json", exclude_none=True).items():
         if key in ("bibtex", "summary") or value in ([], {}):
             continue
+        if key == "implementation":
+            # the deviation notes are paragraphs: listed below the table, not squeezed into a cell
+            notes = value.pop("notes", [])
         table.add_row(key, escape(_fmt(value)))
     con.print(table)
     if item.summary:
         con.print(f"\n[bold]summary[/bold]\n{escape(item.summary)}")
+    if notes:
+        con.print("\n[bold]implementation notes[/bold] (deviations from the paper / official code)")
+        for note in notes:
+            con.print(f"  - {escape(note)}")
     if isinstance(item, Paper):
         con.print(f"\n[bold]datasets[/bold]: {', '.join(used) or '-'}")
         con.print("\n[bold]run[/bold]")
