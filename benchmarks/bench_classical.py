@@ -4,7 +4,8 @@
     python benchmarks/bench_classical.py --size 500 --bands 3 --methods starfm --starfm4py
 
 Each method runs in its own subprocess (peak RSS from ``resource.getrusage`` of that process,
-so the numbers do not mix). With ``--starfm4py`` (and the GPL package importable, e.g. a clone's
+so the numbers do not mix); ``rss_before_mb`` is the RSS just before the timed call (interpreter,
+torch and the scene) and ``extra_mb`` the peak above it, i.e. the method's own working memory. With ``--starfm4py`` (and the GPL package importable, e.g. a clone's
 ``src`` folder given by ``--starfm4py-path``; it is not a dependency and not installed in CI) the
 same STARFM case is also run with starfm4py in the same script, and the ratio is reported.
 Prints one JSON line per run and a table at the end.
@@ -45,6 +46,15 @@ def make_scene(size: int, bands: int, ratio: int, seed: int = 0):
     return {"f1": f[0], "c1": coarse(f[0]), "c2": coarse(f[1]), "f3": f[2], "c3": coarse(f[2]), "f2": f[1]}
 
 
+def current_rss_mb() -> float:
+    """Resident set size now (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def child(args: argparse.Namespace) -> None:
     import resource
     import time
@@ -60,6 +70,7 @@ def child(args: argparse.Namespace) -> None:
 
         h, w = scene["f1"].shape[1:]
         rows = max(d for d in range(1, 151) if h % d == 0)  # its slices must divide the height
+        rss0 = current_rss_mb()
         t0 = time.perf_counter()
         preds = []
         for b in range(args.bands):
@@ -84,6 +95,7 @@ def child(args: argparse.Namespace) -> None:
         model = create_model(args.method, bands=args.bands, ratio=args.ratio)
         keys = ("f1", "c1", "f3", "c3", "c2") if model.n_refs == 2 else ("f1", "c1", "c2")
         batch = {k: torch.from_numpy(scene[k])[None] for k in keys}
+        rss0 = current_rss_mb()
         t0 = time.perf_counter()
         pred = model(batch)[0].numpy()
         seconds = time.perf_counter() - t0
@@ -97,6 +109,9 @@ def child(args: argparse.Namespace) -> None:
                 "bands": args.bands,
                 "seconds": round(seconds, 3),
                 "peak_rss_mb": round(rss_mb, 1),
+                # RSS just before the call (interpreter, torch, the scene) and the peak above it
+                "rss_before_mb": round(rss0, 1),
+                "extra_mb": round(max(0.0, rss_mb - rss0), 1),
                 "rmse": round(rmse, 5),
             }
         )
@@ -153,9 +168,12 @@ def main(argv: list[str] | None = None) -> None:
         print(line, flush=True)
         results.append(json.loads(line))
     by = {r["method"]: r for r in results}
-    print(f"\n{'method':<12} {'seconds':>9} {'peak MB':>9} {'RMSE':>8}")
+    print(f"\n{'method':<12} {'seconds':>9} {'peak MB':>9} {'before':>8} {'extra MB':>9} {'RMSE':>8}")
     for r in results:
-        print(f"{r['method']:<12} {r['seconds']:>9.2f} {r['peak_rss_mb']:>9.0f} {r['rmse']:>8.4f}")
+        print(
+            f"{r['method']:<12} {r['seconds']:>9.2f} {r['peak_rss_mb']:>9.0f} {r['rss_before_mb']:>8.0f}"
+            f" {r['extra_mb']:>9.0f} {r['rmse']:>8.4f}"
+        )
     if "starfm" in by and "starfm4py" in by:
         print(
             f"\nstarfm4py / stfcat starfm time ratio: {by['starfm4py']['seconds'] / by['starfm']['seconds']:.1f}x"

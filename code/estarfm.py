@@ -32,8 +32,11 @@ uses the whole input instead (closest to the code on inputs up to one block). Ou
 neighbours are excluded, as at the code's image borders. For one band the correlation uses the
 code's single-band substitute ``1 - 0.5 * sum_k |F_k - C_k| / (F_k + C_k)``.
 
-Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting;
-the offset loops are many small ops that threads slow down), restored afterwards.
+Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting),
+restored afterwards: parallelism belongs to tiles/processes on a shared machine. The window loop
+runs per offset on cache-sized row blocks with float masks (see ``_classical_common``), keeping
+the per-offset float32 summation order of the regression sums: their differences cancel
+heavily, so batching the offsets would move results by ~1e-5.
 """
 
 from __future__ import annotations
@@ -164,17 +167,23 @@ class ESTARFM(FusionModel):
         t1, t3 = i1 / (i1 + i3), i3 / (i1 + i3)
         del m1, m2, m3, i1, i3
         out = torch.empty_like(c2)
-        for r0, r1 in row_blocks(h, block_rows(w, n * b)):
+        for r0, r1 in row_blocks(h, block_rows(w, n * b, 1 << 14)):
             c1c, c3c = p_f1.centre(r0, r1), p_f3.centre(r0, r1)
             h1, h3 = th1[..., r0:r1, :], th3[..., r0:r1, :]
             a_cnt = torch.zeros(n, 1, r1 - r0, w)
             a_sw = torch.zeros_like(a_cnt)
             a_plain = torch.zeros(n, plain.shape[1], b, r1 - r0, w)
             a_weighted = torch.zeros(n, weighted.shape[1], b, r1 - r0, w)
+            sim = torch.empty(n, 1, r1 - r0, w)
+            tmp = torch.empty(n, b, r1 - r0, w)
             for (dy, dx), d in dist.items():
-                sim = ((p_f1.nb(dy, dx, r0, r1) - c1c).abs_() < h1).all(1, keepdim=True)
-                sim &= ((p_f3.nb(dy, dx, r0, r1) - c3c).abs_() < h3).all(1, keepdim=True)
-                m = sim.float()
+                # float mask: min over bands and dates of (thr - |dF|) > 0 (NaN outside: 0);
+                # bool tensors and bool-float products are several times slower
+                torch.sub(h1, torch.sub(p_f1.nb(dy, dx, r0, r1), c1c, out=tmp).abs_(), out=tmp)
+                torch.amin(tmp, 1, keepdim=True, out=sim)
+                torch.sub(h3, torch.sub(p_f3.nb(dy, dx, r0, r1), c3c, out=tmp).abs_(), out=tmp)
+                torch.minimum(sim, tmp.amin(1, keepdim=True), out=sim)
+                m = torch.gt(sim, 0.0, out=sim)
                 a_cnt += m
                 a_plain.addcmul_(m[:, None], p_plain.nb(dy, dx, r0, r1))
                 wgt = m / (p_corr.nb(dy, dx, r0, r1) * d + 1e-7)

@@ -38,13 +38,13 @@ Tiling: the coarse-grid steps look ``rm_radius + 2`` coarse pixels around a pixe
 ``window // 2`` fine pixels, so ``halo = window // 2 + (rm_radius + 2) * ratio``; tiles whose
 origins are multiples of ``ratio`` join without seams.
 
-Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting;
-the offset loops are many small ops that threads slow down), restored afterwards.
+Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting),
+restored afterwards: parallelism belongs to tiles/processes on a shared machine. The window loop
+runs one row of offsets per op on cache-sized pixel blocks with float masks (see
+``_classical_common``); results equal the per-offset formulation up to float32 summation order.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -53,16 +53,15 @@ from stfcat.models.base import Batch, FusionModel
 from stfcat.models.registry import register_model
 
 from ._classical_common import (
+    FLT_MAX,
     NAN,
     Padded,
-    block_rows,
     box_mean_any,
     by_row_chunks,
     check_batch,
     keys_cubic_upsample,
-    offsets,
-    row_blocks,
-    select_nearest,
+    kth_smallest,
+    tiles,
     to_coarse,
     to_fine,
     torch_threads,
@@ -141,23 +140,34 @@ class FitFC(FusionModel):
     def _filter(self, f1: Tensor, x: Tensor) -> Tensor:
         n, b, h, w = f1.shape
         r = self.radius
+        k = 2 * r + 1
         pf = Padded(f1, r, NAN)
         px = Padded(x, r, 0.0)
+        grid = torch.arange(-r, r + 1, dtype=torch.float64)
+        dist = torch.sqrt(grid[:, None] ** 2 + grid[None, :] ** 2)
+        inv_d = (1.0 / (1.0 + dist / self.spatial_importance)).float()  # (dy, dx)
         out = torch.empty_like(x)
-        for r0, r1 in row_blocks(h, block_rows(w, n * b)):
-            fc = pf.centre(r0, r1)
+        for r0, r1, q0, q1 in tiles(h, w, n * k * k, 1 << 20):
+            blk = (r0, r1, q0, q1)
+            hh, ww = r1 - r0, q1 - q0
+            fc = pf.block(*blk).unsqueeze(2)
+            d = torch.empty(n, b, k, hh, ww)
 
-            def score(dy: int, dx: int, r0: int, r1: int, fc=fc) -> Tensor:
-                d = pf.nb(dy, dx, r0, r1) - fc
-                return torch.nan_to_num((d * d).sum(1), nan=math.inf)
+            def score_row(dy: int, blk=blk, fc=fc, d=d) -> Tensor:
+                torch.sub(pf.row(dy, *blk), fc, out=d)
+                # FLT_MAX for "no score": sel below is then a subtraction (>= 0), exact also where
+                # the window has fewer than n_similar scores (tau = FLT_MAX selects them all)
+                return torch.nan_to_num((d * d).sum(1), nan=FLT_MAX, posinf=FLT_MAX)
 
-            tau = select_nearest(score, r, self.n_similar, (n, b, h, w), r0, r1)
-            acc_w = torch.zeros(n, 1, r1 - r0, w)
-            acc_v = torch.zeros(n, b, r1 - r0, w)
-            for dy, dx in offsets(r):
-                sel = (score(dy, dx, r0, r1) <= tau[:, 0])[:, None]
-                wgt = sel * (1.0 / (1.0 + math.hypot(dy, dx) / self.spatial_importance))
-                acc_w += wgt
-                acc_v.addcmul_(wgt, px.nb(dy, dx, r0, r1))
-            out[..., r0:r1, :] = acc_v / acc_w
+            tau, rows = kth_smallest(score_row, r, self.n_similar, (n,), hh, ww, FLT_MAX)
+            tau = tau[:, None, None]
+            acc_w = torch.zeros(n, 1, hh, ww)
+            acc_v = torch.zeros(n, b, hh, ww)
+            sel = torch.empty(n, 1, k, hh, ww)
+            for dy in range(-r, r + 1):
+                torch.sub(tau, rows(dy)[:, None], out=sel)
+                torch.ge(sel, 0.0, out=sel).mul_(inv_d[dy + r].view(k, 1, 1))
+                acc_w += sel.sum(2)
+                acc_v += torch.mul(px.row(dy, *blk), sel, out=d).sum(2)
+            out[..., r0:r1, q0:q1] = acc_v / acc_w
         return out

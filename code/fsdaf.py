@@ -44,13 +44,13 @@ Deviations and choices:
 * Ties at the n-th most similar pixel are all kept (the IDL takes the first in sort order).
 * H, W need not be multiples of ``ratio``: edge coarse pixels average the fine pixels they have.
 
-Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting;
-the offset loops are many small ops that threads slow down), restored afterwards.
+Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting),
+restored afterwards: parallelism belongs to tiles/processes on a shared machine. The window loop
+runs one row of offsets per op on cache-sized pixel blocks with float masks (see
+``_classical_common``); results equal the per-offset formulation up to float32 summation order.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -61,15 +61,14 @@ from stfcat.models.base import Batch, FusionModel
 from stfcat.models.registry import register_model
 
 from ._classical_common import (
+    FLT_MAX,
     NAN,
     Padded,
-    block_rows,
     box_mean_any,
     check_batch,
     kmeans,
-    offsets,
-    row_blocks,
-    select_nearest,
+    kth_smallest,
+    tiles,
     to_coarse,
     to_fine,
     torch_threads,
@@ -236,35 +235,41 @@ class FSDAF(FusionModel):
         change, thr = products["change"], products["thr"]
         pf = Padded(f1, r, NAN)
         pch = Padded(change, r, 0.0)
+        k = 2 * r + 1
+        grid = torch.arange(-r, r + 1, dtype=torch.float64)
+        dist = torch.sqrt(grid[:, None] ** 2 + grid[None, :] ** 2) / r
+        rank_d = (10.0 + dist).float()  # (dy, dx)
+        wgt_d = (1.0 + dist).float()
         out = torch.empty_like(f1)
-        for r0, r1 in row_blocks(h, block_rows(w, n * b)):
-            fc, th = pf.centre(r0, r1), thr[..., r0:r1, :]
+        for r0, r1, q0, q1 in tiles(h, w, n * k * k, 1 << 20):
+            blk = (r0, r1, q0, q1)
+            hh, ww = r1 - r0, q1 - q0
+            fc, th = pf.block(*blk).unsqueeze(2), thr[..., r0:r1, q0:q1].unsqueeze(2)
             inv_fc = 1.0 / (fc + 1e-8)
-
-            def similarity(dy: int, dx: int, r0=r0, r1=r1, fc=fc, th=th, inv_fc=inv_fc):
-                diff = (pf.nb(dy, dx, r0, r1) - fc).abs_()
-                # the centre always counts (a flat window has a zero threshold)
-                cand = (
-                    (diff - th).amax(1) < 0 if (dy or dx) else torch.ones_like(diff[:, 0], dtype=torch.bool)
-                )
-                rel = (diff * inv_fc).sum(1)
-                return cand, rel
-
-            def score(dy: int, dx: int, r0: int, r1: int, similarity=similarity) -> Tensor:
-                cand, rel = similarity(dy, dx)
-                sc = (rel + 1e-5) * (10.0 + math.hypot(dy, dx) / r)
-                return torch.where(cand, sc, math.inf)
-
-            tau = select_nearest(score, r, self.n_similar, (n, b, h, w), r0, r1)[:, 0]
-            acc_w = torch.zeros(n, 1, r1 - r0, w)
-            acc_v = torch.zeros(n, b, r1 - r0, w)
-            for dy, dx in offsets(r):
-                cand, rel = similarity(dy, dx)
-                d = math.hypot(dy, dx)
-                sel = cand & ((rel + 1e-5) * (10.0 + d / r) <= tau)
-                wgt = torch.where(sel, 1.0 / ((1.0 + d / r) * (rel + 1.0)), 0.0)[:, None]
-                acc_w += wgt
-                acc_v.addcmul_(wgt, pch.nb(dy, dx, r0, r1))
-            out[..., r0:r1, :] = fc + acc_v / acc_w
+            diff = torch.empty(n, b, k, hh, ww)
+            # per offset (dy, dx) and pixel: relative spectral difference and candidacy (1.0 / 0.0;
+            # bool tensors and torch.where are several times slower), kept for both passes
+            rel = torch.empty(n, k, k, hh, ww)
+            cand = torch.empty(n, k, k, hh, ww)
+            for dy in range(-r, r + 1):
+                torch.sub(pf.row(dy, *blk), fc, out=diff).abs_()
+                torch.sum(torch.mul(diff, inv_fc), 1, out=rel[:, dy + r])
+                # candidate: |dF| < thr in every band  <=>  min_b (thr - |dF|) > 0 (NaN outside: no)
+                torch.gt(torch.sub(th, diff, out=diff).amin(1), 0.0, out=cand[:, dy + r])
+            cand[:, r, r] = 1.0  # the centre always counts (a flat window has a zero threshold)
+            sc = (rel + 1e-5).mul_(rank_d.view(k, k, 1, 1))
+            # ranking score; not a candidate (or outside the image): FLT_MAX
+            score = torch.mul(sc, cand).add_(1.0 - cand, alpha=FLT_MAX).nan_to_num_(nan=FLT_MAX)
+            tau = kth_smallest(
+                lambda dy, score=score: score[:, dy + r], r, self.n_similar, (n,), hh, ww, FLT_MAX
+            )[0]
+            del score
+            sel = torch.ge(torch.sub(tau[:, None, None], sc, out=sc), 0.0, out=sc).mul_(cand)
+            wgt = rel.add_(1.0).mul_(wgt_d.view(k, k, 1, 1)).reciprocal_().mul_(sel).nan_to_num_(nan=0.0)
+            acc_w = wgt.sum((1, 2))[:, None]
+            acc_v = torch.zeros(n, b, hh, ww)
+            for dy in range(-r, r + 1):
+                acc_v += torch.mul(wgt[:, None, dy + r], pch.row(dy, *blk), out=diff).sum(2)
+            out[..., r0:r1, q0:q1] = fc[:, :, 0] + acc_v / acc_w
         bad = (out < lo) | (out > hi)
         return torch.where(bad, (f1 + c2 - c1).clamp(lo, hi), out)

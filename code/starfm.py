@@ -36,8 +36,10 @@ logarithmic weight is not implemented; neighbours outside the image are excluded
 
 ``starfm`` is the one-pair model (``n_refs = 1``); ``starfm-2ref`` uses both pairs (t1, t3).
 
-Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting;
-the offset loops are many small ops that threads slow down), restored afterwards.
+Runtime: ``threads=1`` torch intra-op threads while predicting (None keeps torch's setting),
+restored afterwards: parallelism belongs to tiles/processes on a shared machine. The window loop
+runs one row of offsets per op on cache-sized pixel blocks with float masks (see
+``_classical_common``); results equal the per-offset formulation up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -53,11 +55,9 @@ from stfcat.models.registry import register_model
 from ._classical_common import (
     NAN,
     Padded,
-    block_rows,
     by_row_chunks,
     check_batch,
-    offsets,
-    row_blocks,
+    tiles,
     torch_threads,
     window_std,
 )
@@ -145,25 +145,39 @@ class _STARFMBase(FusionModel):
                     "val": Padded(f + c2 - c, r, 0.0),
                 }
             )
-        s_max = torch.stack([p["s"] for p in pairs]).amax(0) + self.sigma_lm
-        t_max = torch.stack([p["t"] for p in pairs]).amax(0) + self.sigma_mm
-        inv_d = {o: 1.0 / (1.0 + math.hypot(*o) / self.spatial_importance) for o in offsets(r)}
+        # strict "<" as "<=" against the next float below: every test is then "x >= 0" on floats
+        # (comparisons into bool tensors and bool-float products are several times slower)
+        below = torch.tensor(-math.inf)
+        s_max = torch.nextafter(torch.stack([p["s"] for p in pairs]).amax(0) + self.sigma_lm, below)
+        t_max = torch.nextafter(torch.stack([p["t"] for p in pairs]).amax(0) + self.sigma_mm, below)
+        k = 2 * r + 1
+        grid = torch.arange(-r, r + 1, dtype=torch.float64)
+        dist = torch.sqrt(grid[:, None] ** 2 + grid[None, :] ** 2)
+        inv_d = (1.0 / (1.0 + dist / self.spatial_importance)).float()  # (dy, dx)
         out = torch.empty_like(c2)
-        for r0, r1 in row_blocks(h, block_rows(w, n * b)):
-            acc_w = torch.zeros_like(c2[..., r0:r1, :])
+        for r0, r1, q0, q1 in tiles(h, w, n * b * k):
+            blk = (..., slice(r0, r1), slice(q0, q1))
+            shape = (n, b, k, r1 - r0, q1 - q0)
+            d, e = torch.empty(shape), torch.empty(shape)
+            acc_w = torch.zeros(n * b, 1, (r1 - r0) * (q1 - q0))
             acc_v = torch.zeros_like(acc_w)
-            smax, tmax = s_max[..., r0:r1, :], t_max[..., r0:r1, :]
+            smax, tmax = s_max[blk].unsqueeze(2), t_max[blk].unsqueeze(2)
+            d3, e3 = d.view(n * b, k, -1), e.view(n * b, k, -1)
             for p in pairs:
-                fc, thr = p["fp"].centre(r0, r1), p["thr"][..., r0:r1, :]
-                for (dy, dx), dw in inv_d.items():
-                    sim = (p["fp"].nb(dy, dx, r0, r1) - fc).abs_() <= thr
-                    sim &= p["sp"].nb(dy, dx, r0, r1) < smax
+                fc, thr = p["fp"].block(r0, r1, q0, q1).unsqueeze(2), p["thr"][blk].unsqueeze(2)
+                for dy in range(-r, r + 1):
+                    # d = min(thr - |dF|, smax - S, tmax - T) >= 0  <=>  similar and within the filters
+                    torch.sub(p["fp"].row(dy, r0, r1, q0, q1), fc, out=d).abs_()
+                    torch.sub(thr, d, out=d)
+                    torch.minimum(d, torch.sub(smax, p["sp"].row(dy, r0, r1, q0, q1), out=e), out=d)
                     if self.temporal_filter:
-                        sim &= p["tp"].nb(dy, dx, r0, r1) < tmax
-                    wgt = p["inv"].nb(dy, dx, r0, r1) * sim
-                    acc_w.add_(wgt, alpha=dw)
-                    acc_v.addcmul_(wgt, p["val"].nb(dy, dx, r0, r1), value=dw)
-            out[..., r0:r1, :] = acc_v / acc_w
+                        torch.minimum(d, torch.sub(tmax, p["tp"].row(dy, r0, r1, q0, q1), out=e), out=d)
+                    torch.ge(d, 0.0, out=d).mul_(p["inv"].row(dy, r0, r1, q0, q1))
+                    dw = inv_d[dy + r].expand(n * b, 1, k)
+                    acc_w.baddbmm_(dw, d3)
+                    torch.mul(d, p["val"].row(dy, r0, r1, q0, q1), out=e)
+                    acc_v.baddbmm_(dw, e3)
+            out[blk] = (acc_v / acc_w).view(n, b, r1 - r0, q1 - q0)
         # a centre with no spectral or temporal difference is its own best estimate (paper, sec. II)
         for p in reversed(pairs):
             exact = (p["s"] == 0) | (p["t"] == 0)
