@@ -516,3 +516,11 @@ def test_templates_are_package_data() -> None:
         return any(f.rsplit("/", 1)[0] == g.rsplit("/", 1)[0] and fnmatch.fnmatch(f, g) for g in globs)
 
     assert [f for f in files if not shipped(f)] == []
+
+
+def test_one_and_two_reference_rows_are_separate_tables():
+    from stfcat.site.context import _split_label
+
+    assert _split_label({"split": "test", "n_refs": 1}) == "test (one reference pair)"
+    assert _split_label({"split": "test", "n_refs": 2}) == "test (two reference pairs)"
+    assert _split_label({"split": "test"}) == "test"

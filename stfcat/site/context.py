@@ -108,6 +108,16 @@ class Leaderboard:
     generated: str | None = None
 
 
+def _split_label(raw: dict) -> str:
+    """The split, plus the case set: one- and two-reference methods are scored on different test
+    cases (bench gives each set its own baseline rows), so they get separate tables."""
+    split = _text(raw.get("split")) or "—"
+    refs = _int(raw.get("n_refs"))
+    if refs in (1, 2):
+        return f"{split} ({'one reference pair' if refs == 1 else 'two reference pairs'})"
+    return split
+
+
 def _protocol(raw: dict[str, Any]) -> str | None:
     """``stfcat bench`` writes no protocol string; its budget and seed (board-level defaults
     for every row) say which protocol ran."""
@@ -148,7 +158,7 @@ def load_board(path: Path | None) -> Leaderboard:
         row = ResultRow(
             model=model,
             dataset=_text(_first(raw, "dataset", "data")) or "—",
-            split=_text(raw.get("split")) or "—",
+            split=_split_label(raw),
             metrics=_metrics(metrics_src),
             params=_int(_first(raw, "params", "parameters", "n_params")),
             train_seconds=_number(_first(raw, "train_seconds", "train_s", "train_time", "train_time_s")),
