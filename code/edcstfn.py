@@ -12,7 +12,8 @@ Fusion network (all at the fine resolution, 3x3 convolutions):
 * residual encoder on ``cat(C_ref, F_ref, C2)``: 3B -> 32 -> 64 -> 128, no activation at the end;
 * their sum goes through the decoder 128 -> 64 -> 32 (ReLU) -> 1x1 conv to B.
 
-Two references (t1 < t2 < t3; the official example runs with ``--refs 2``, our default, n_refs=2):
+Two references (t1 < t2 < t3; the official example runs with ``--refs 2``, our default, n_refs=2;
+``edcstfn-1ref`` is the same network with one pair, the official ``--refs 1``):
 in training each pair gives its own prediction and the loss is the mean of both; at test time
 the two fused feature maps are weighted per pixel by ``1/|residual features|`` (normalised) before
 the one decoder pass.
@@ -146,21 +147,18 @@ class LossAutoEncoder(nn.Module):
         return self.dec_out(h)[..., : x.shape[-2], : x.shape[-1]]
 
 
-@register_model(
-    "edcstfn",
-    paper="edcstfn",
-    family="cnn",
-    params=284_134,
-    recipe=Recipe(
-        optim=OptimSpec(name="adam", lr=1e-3, weight_decay=1e-6, scheduler="plateau",
-                        scheduler_args={"factor": 0.1, "patience": 5}),
-        # Quick: 1 epoch autoencoder + 3 epochs fusion of 20 steps, batch 4 of 64 px patches.
-        quick=Budget(epochs=4, patch=64, batch=4, steps_per_epoch=20),
-        # Official example: 60 epochs, batch 4, coarse patch 35 (= 560 fine px) at stride 30.
-        paper=Budget(epochs=60, patch=560, batch=4, steps_per_epoch=50),
-        notes="stage 1 autoencoder (L1 + 0.8(1-MS-SSIM)), stage 2 fusion (MSE + feature MSE + 0.8(1-MS-SSIM))",
-    ),
+RECIPE = Recipe(
+    optim=OptimSpec(name="adam", lr=1e-3, weight_decay=1e-6, scheduler="plateau",
+                    scheduler_args={"factor": 0.1, "patience": 5}),
+    # Quick: 1 epoch autoencoder + 3 epochs fusion of 20 steps, batch 4 of 64 px patches.
+    quick=Budget(epochs=4, patch=64, batch=4, steps_per_epoch=20),
+    # Official example: 60 epochs, batch 4, coarse patch 35 (= 560 fine px) at stride 30.
+    paper=Budget(epochs=60, patch=560, batch=4, steps_per_epoch=50),
+    notes="stage 1 autoencoder (L1 + 0.8(1-MS-SSIM)), stage 2 fusion (MSE + feature MSE + 0.8(1-MS-SSIM))",
 )
+
+
+@register_model("edcstfn", paper="edcstfn", family="cnn", params=284_134, recipe=RECIPE)
 class EDCSTFN(FusionModel):
     """Fine encoder + residual encoder + decoder at full resolution, compound loss with a frozen AE encoder."""
 
@@ -232,3 +230,11 @@ class EDCSTFN(FusionModel):
             Stage("fusion", loss=self.fusion_loss, params=self.fusion_parameters(), share=0.75),
         ]
 
+
+
+
+@register_model("edcstfn-1ref", paper="edcstfn", family="cnn", params=284_134, recipe=RECIPE)
+class EDCSTFN1Ref(EDCSTFN):
+    """EDCSTFN with one reference pair (the official ``--refs 1``): C1, F1, C2 -> F2."""
+
+    n_refs = 1

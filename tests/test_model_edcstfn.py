@@ -90,3 +90,20 @@ def test_trainable_count_is_the_fusion_net_again_after_prediction():
     with torch.no_grad():
         m.eval()(_batch(size=16, bands=6))
     assert count_parameters(m) == 284_134
+
+
+def test_one_reference_variant_is_the_same_network_on_one_pair():
+    import torch
+
+    from stfcat.models import count_parameters, create_model, model_info
+
+    assert model_info("edcstfn-1ref").n_refs == 1 and model_info("edcstfn").n_refs == 2
+    torch.manual_seed(0)
+    one = create_model("edcstfn-1ref", bands=4).eval()
+    two = create_model("edcstfn", bands=4).eval()
+    two.load_state_dict(one.state_dict())
+    assert count_parameters(create_model("edcstfn-1ref", bands=6)) == 284_134
+    g = torch.Generator().manual_seed(1)
+    batch = {k: torch.rand(1, 4, 32, 32, generator=g) for k in ("f1", "c1", "c2")}
+    with torch.no_grad():
+        assert torch.equal(one(batch), two(batch))  # without f3/c3 the 2-ref net is the 1-ref one
