@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from stfcat.models.base import REQUIRED_KEYS, Batch
+from stfcat.models.base import REQUIRED_KEYS, Batch, FusionModel
 
 NAN = float("nan")
 FLT_MAX = float(torch.finfo(torch.float32).max)
@@ -359,3 +359,42 @@ def tps_fine(zc: Tensor, ratio: int, h: int, w: int) -> Tensor:
     val = val + poly[0][:, None, None] + poly[1][:, None, None] * fy[None, :, None]
     val = val + poly[2][:, None, None] * fx[None, None, :]
     return val[:, :h, :w].to(zc.dtype).to(dev)
+
+
+class WindowMethod(FusionModel):
+    """What the classical moving-window methods share: no training, a ``threads`` limit while
+    predicting, an odd ``window`` (``radius = window // 2``, ``halo = radius`` unless a subclass
+    needs more), an optional similarity-threshold scope, and whole scenes predicted in row chunks
+    (bounded memory, identical result) whenever the method is local.
+
+    Subclasses implement ``_forward``; ``row_align`` is the chunk alignment (``None``: the method
+    has tile-global steps and is never chunked)."""
+
+    trainable = False
+    min_window = 1
+    row_align: int | None = 1
+
+    def __init__(self, bands: int, ratio: int, *, threads: int | None, window: int,
+                 threshold_scope: str | None = None) -> None:
+        super().__init__(bands, ratio)
+        if window < self.min_window or window % 2 == 0:
+            raise ValueError(f"window must be an odd number of fine pixels >= {self.min_window}, got {window}")
+        if threshold_scope is not None and threshold_scope not in ("window", "image"):
+            raise ValueError(f"threshold_scope must be 'window' or 'image', got {threshold_scope!r}")
+        self.threads = threads
+        self.window = window
+        self.radius = window // 2
+        self.halo = self.radius
+        self.threshold_scope = threshold_scope
+
+    def _forward(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, batch: Batch) -> Tensor:
+        with torch_threads(self.threads):
+            # an image-wide threshold makes every pixel depend on the whole input: no chunking
+            if self.row_align is not None and self.threshold_scope in (None, "window"):
+                return by_row_chunks(self._forward, batch, self.halo, align=self.row_align)
+            return self._forward(batch)
+

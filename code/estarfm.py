@@ -48,19 +48,18 @@ import torch
 from scipy.special import fdtrc
 from torch import Tensor
 
-from stfcat.models.base import Batch, FusionModel
+from stfcat.models.base import Batch
 from stfcat.models.registry import register_model
 
 from ._classical_common import (
     NAN,
     Padded,
+    WindowMethod,
     block_rows,
     box_mean_any,
-    by_row_chunks,
     check_batch,
     offsets,
     row_blocks,
-    torch_threads,
     window_std,
 )
 
@@ -82,11 +81,11 @@ def spectral_correlation(f1: Tensor, f3: Tensor, c1: Tensor, c3: Tensor) -> Tens
 
 
 @register_model("estarfm", paper="estarfm", family="classical", params=0)
-class ESTARFM(FusionModel):
+class ESTARFM(WindowMethod):
     """ESTARFM (Zhu et al. 2010): two-pair similar-pixel fusion with conversion coefficients."""
 
     n_refs = 2
-    trainable = False
+    min_window = 3
 
     def __init__(
         self,
@@ -103,22 +102,13 @@ class ESTARFM(FusionModel):
         valid_range: tuple[float, float] = (0.0, 1.0),
         threshold_scope: str = "window",
     ) -> None:
-        super().__init__(bands, ratio)
-        self.threads = threads
-        if window < 3 or window % 2 == 0:
-            raise ValueError(f"window must be an odd number of fine pixels >= 3, got {window}")
-        if threshold_scope not in ("window", "image"):
-            raise ValueError(f"threshold_scope must be 'window' or 'image', got {threshold_scope!r}")
-        self.window = window
-        self.radius = window // 2
-        self.halo = self.radius
+        super().__init__(bands, ratio, threads=threads, window=window, threshold_scope=threshold_scope)
         self.n_classes = float(n_classes)
         self.min_similar = min_similar
         self.min_coarse_change = min_coarse_change
         self.p_value = p_value
         self.max_slope = max_slope
         self.valid_range = (float(valid_range[0]), float(valid_range[1]))
-        self.threshold_scope = threshold_scope
 
     def config(self) -> dict:
         return {
@@ -134,15 +124,6 @@ class ESTARFM(FusionModel):
         else:
             sd = f.std(dim=(-2, -1), unbiased=False, keepdim=True).expand_as(f)
         return sd * (2.0 / self.n_classes)
-
-    @torch.no_grad()
-    def forward(self, batch: Batch) -> Tensor:
-        with torch_threads(self.threads):
-            if (
-                self.threshold_scope == "window"
-            ):  # local: whole scenes in row chunks (bounded memory, identical result)
-                return by_row_chunks(self._forward, batch, self.halo, align=1)
-            return self._forward(batch)
 
     def _forward(self, batch: Batch) -> Tensor:
         n, b, h, w = check_batch(batch, 2, "ESTARFM")

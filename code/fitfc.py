@@ -49,31 +49,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stfcat.models.base import Batch, FusionModel
+from stfcat.models.base import Batch
 from stfcat.models.registry import register_model
 
 from ._classical_common import (
     FLT_MAX,
     NAN,
     Padded,
+    WindowMethod,
     box_mean_any,
-    by_row_chunks,
     check_batch,
     keys_cubic_upsample,
     kth_smallest,
     tiles,
     to_coarse,
     to_fine,
-    torch_threads,
 )
 
 
 @register_model("fitfc", paper="fitfc", family="classical", params=0)
-class FitFC(FusionModel):
+class FitFC(WindowMethod):
     """Fit-FC (Wang & Atkinson 2018): local regression, similar-pixel filtering, residual compensation."""
 
     n_refs = 1
-    trainable = False
 
     def __init__(
         self,
@@ -88,15 +86,11 @@ class FitFC(FusionModel):
         min_variance: float = 1e-10,
         filter_residual: bool = False,
     ) -> None:
-        super().__init__(bands, ratio)
-        self.threads = threads
-        if window < 1 or window % 2 == 0:
-            raise ValueError(f"window must be a positive odd number of fine pixels, got {window}")
+        super().__init__(bands, ratio, threads=threads, window=window)
+        self.row_align = ratio  # coarse-grid steps: chunks start on coarse pixel boundaries
         if rm_radius < 0 or n_similar < 1:
             raise ValueError(f"rm_radius must be >= 0 and n_similar >= 1, got {rm_radius}, {n_similar}")
         self.rm_radius = rm_radius
-        self.window = window
-        self.radius = window // 2
         self.halo = self.radius + (rm_radius + 2) * ratio
         self.n_similar = n_similar
         self.spatial_importance = float(spatial_importance) if spatial_importance else window / 2.0
@@ -111,12 +105,6 @@ class FitFC(FusionModel):
             "n_similar": self.n_similar,
             "filter_residual": self.filter_residual,
         }
-
-    @torch.no_grad()
-    def forward(self, batch: Batch) -> Tensor:
-        with torch_threads(self.threads):
-            # local method: whole scenes in row chunks (bounded memory, identical result)
-            return by_row_chunks(self._forward, batch, self.halo, align=self.ratio)
 
     def _forward(self, batch: Batch) -> Tensor:
         n, b, h, w = check_batch(batch, 1, "FitFC")

@@ -57,13 +57,14 @@ import torch
 from scipy.optimize import lsq_linear
 from torch import Tensor
 
-from stfcat.models.base import Batch, FusionModel
+from stfcat.models.base import Batch
 from stfcat.models.registry import register_model
 
 from ._classical_common import (
     FLT_MAX,
     NAN,
     Padded,
+    WindowMethod,
     box_mean_any,
     check_batch,
     kmeans,
@@ -71,7 +72,6 @@ from ._classical_common import (
     tiles,
     to_coarse,
     to_fine,
-    torch_threads,
     tps_fine,
     window_std,
 )
@@ -85,11 +85,12 @@ def percentile_idl(values: np.ndarray, q: float) -> float:
 
 
 @register_model("fsdaf", paper="fsdaf", family="classical", params=0)
-class FSDAF(FusionModel):
+class FSDAF(WindowMethod):
     """FSDAF (Zhu et al. 2016): class unmixing + TPS + residual distribution + smoothing."""
 
     n_refs = 1
-    trainable = False
+    min_window = 3
+    row_align = None  # steps 1-4 are global over the tile
 
     def __init__(
         self,
@@ -106,24 +107,15 @@ class FSDAF(FusionModel):
         kmeans_iters: int = 20,
         threshold_scope: str = "image",
     ) -> None:
-        super().__init__(bands, ratio)
-        self.threads = threads
-        if window < 3 or window % 2 == 0:
-            raise ValueError(f"window must be an odd number of fine pixels >= 3, got {window}")
-        if threshold_scope not in ("window", "image"):
-            raise ValueError(f"threshold_scope must be 'window' or 'image', got {threshold_scope!r}")
+        super().__init__(bands, ratio, threads=threads, window=window, threshold_scope=threshold_scope)
         if n_classes < 1 or n_similar < 1 or n_pure < 1:
             raise ValueError("n_classes, n_similar and n_pure must be >= 1")
-        self.window = window
-        self.radius = window // 2
-        self.halo = self.radius
         self.n_similar = n_similar
         self.n_classes = n_classes
         self.n_pure = n_pure
         self.valid_range = (float(valid_range[0]), float(valid_range[1]))
         self.hi_radius = self.radius if hi_radius is None else hi_radius
         self.kmeans_iters = kmeans_iters
-        self.threshold_scope = threshold_scope
 
     def config(self) -> dict:
         return {
@@ -134,11 +126,6 @@ class FSDAF(FusionModel):
             "n_pure": self.n_pure,
             "threshold_scope": self.threshold_scope,
         }
-
-    @torch.no_grad()
-    def forward(self, batch: Batch) -> Tensor:
-        with torch_threads(self.threads):
-            return self._forward(batch)
 
     def _forward(self, batch: Batch) -> Tensor:
         check_batch(batch, 1, "FSDAF")

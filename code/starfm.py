@@ -49,22 +49,20 @@ import math
 import torch
 from torch import Tensor
 
-from stfcat.models.base import Batch, FusionModel
+from stfcat.models.base import Batch
 from stfcat.models.registry import register_model
 
 from ._classical_common import (
     NAN,
     Padded,
-    by_row_chunks,
+    WindowMethod,
     check_batch,
     tiles,
-    torch_threads,
     window_std,
 )
 
 
-class _STARFMBase(FusionModel):
-    trainable = False
+class _STARFMBase(WindowMethod):
 
     def __init__(
         self,
@@ -81,24 +79,15 @@ class _STARFMBase(FusionModel):
         temporal_filter: bool = True,
         threshold_scope: str = "window",
     ) -> None:
-        super().__init__(bands, ratio)
-        self.threads = threads
-        if window < 1 or window % 2 == 0:
-            raise ValueError(f"window must be a positive odd number of fine pixels, got {window}")
-        if threshold_scope not in ("window", "image"):
-            raise ValueError(f"threshold_scope must be 'window' or 'image', got {threshold_scope!r}")
+        super().__init__(bands, ratio, threads=threads, window=window, threshold_scope=threshold_scope)
         if n_classes <= 0:
             raise ValueError(f"n_classes must be > 0, got {n_classes}")
-        self.window = window
-        self.radius = window // 2
-        self.halo = self.radius
         self.n_classes = float(n_classes)
         self.sigma_lm = math.hypot(fine_uncertainty, coarse_uncertainty)
         self.sigma_mm = math.sqrt(2.0) * coarse_uncertainty
         self.spatial_importance = float(spatial_importance) if spatial_importance else window / 2.0
         self.distance_eps = distance_eps
         self.temporal_filter = temporal_filter
-        self.threshold_scope = threshold_scope
 
     def config(self) -> dict:
         return {
@@ -109,15 +98,6 @@ class _STARFMBase(FusionModel):
             "temporal_filter": self.temporal_filter,
             "threshold_scope": self.threshold_scope,
         }
-
-    @torch.no_grad()
-    def forward(self, batch: Batch) -> Tensor:
-        with torch_threads(self.threads):
-            if (
-                self.threshold_scope == "window"
-            ):  # local: whole scenes in row chunks (bounded memory, identical result)
-                return by_row_chunks(self._forward, batch, self.halo, align=1)
-            return self._forward(batch)
 
     def _forward(self, batch: Batch) -> Tensor:
         n, b, h, w = check_batch(batch, self.n_refs, type(self).__name__)
