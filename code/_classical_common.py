@@ -387,6 +387,11 @@ class WindowMethod(FusionModel):
         self.halo = self.radius
         self.threshold_scope = threshold_scope
 
+    @property
+    def tile_align(self) -> int:  # type: ignore[override]
+        # methods with coarse-grid steps (row_align != 1) must not split a coarse pixel
+        return 1 if self.row_align == 1 else self.ratio
+
     def _forward(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

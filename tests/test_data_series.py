@@ -372,3 +372,20 @@ def test_demo_yaml_matches_the_generator(demo):
     assert ds.coarse.resolution.value / ds.fine.resolution.value == demo.ratio
     assert ds.scale_factor == demo.scale_factor and ds.nodata == demo.manifest.nodata
     assert ds.coarse_on_fine_grid is False  # the demo's coarse files stay on their 480 m grid
+
+
+@pytest.mark.parametrize("shape,tile,overlap,align", [((100, 77), 32, 10, 8), ((250, 97), 64, 20, 16), ((40, 40), 32, 8, 8)])
+def test_aligned_tiles_start_on_the_grid_and_still_overlap(shape, tile, overlap, align):
+    wins = list(iter_tiles(shape, tile, overlap, align))
+    cover = np.zeros(shape, int)
+    for w in wins:
+        assert w.row_off % align == 0 and w.col_off % align == 0
+        assert w.width <= tile + align - 1 and w.height <= tile + align - 1
+        cover[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
+    assert (cover >= 1).all()
+    for axis in ("row_off", "col_off"):
+        starts = sorted({int(getattr(w, axis)) for w in wins})
+        ends = sorted({int(getattr(w, axis)) + int(w.height if axis == "row_off" else w.width) for w in wins})
+        assert all(e - s >= overlap for s, e in zip(starts[1:], ends[:-1], strict=False))
+    with pytest.raises(ValueError, match="align"):
+        list(iter_tiles(shape, 32, 30, 8))

@@ -19,27 +19,45 @@ import numpy as np
 from .readers import as_window
 
 
-def _starts(size: int, tile: int, stride: int) -> list[int]:
+def _starts(size: int, tile: int, stride: int, align: int = 1) -> list[int]:
     if size <= tile:
         return [0]
+    if align <= 1:
+        starts = list(range(0, size - tile, stride))
+        starts.append(size - tile)
+        return starts
+    # aligned: every start a multiple of align; the last tile ends at the border (it may be
+    # up to align - 1 pixels longer than tile) and still overlaps its neighbour by >= overlap
+    stride = max(align, stride // align * align)
     starts = list(range(0, size - tile, stride))
-    starts.append(size - tile)
+    last = (size - tile) // align * align
+    if last > starts[-1]:
+        starts.append(last)
     return starts
 
 
-def iter_tiles(shape: tuple[int, int], tile: int, overlap: int = 0) -> Iterator:
-    """Yield ``rasterio.windows.Window`` tiles covering ``shape`` (H, W)."""
+def iter_tiles(shape: tuple[int, int], tile: int, overlap: int = 0, align: int = 1) -> Iterator:
+    """Yield ``rasterio.windows.Window`` tiles covering ``shape`` (H, W).
+
+    ``align > 1`` puts every tile origin on a multiple of ``align`` (the coarse grid, for methods
+    that average ``ratio x ratio`` blocks): the last tile of a row or column then ends at the
+    border and may be up to ``align - 1`` pixels longer than ``tile``."""
     from rasterio.windows import Window
 
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile), got overlap={overlap} with tile={tile}")
+    if align < 1 or (align > 1 and tile - overlap < align):
+        raise ValueError(f"align must be in [1, tile - overlap], got align={align} with tile={tile}, overlap={overlap}")
     h, w = int(shape[0]), int(shape[1])
     stride = tile - overlap
-    for r in _starts(h, tile, stride):
-        for c in _starts(w, tile, stride):
-            yield Window(c, r, min(tile, w - c), min(tile, h - r))
+    rows, cols = _starts(h, tile, stride, align), _starts(w, tile, stride, align)
+    for i, r in enumerate(rows):
+        height = h - r if i == len(rows) - 1 else min(tile, h - r)
+        for j, c in enumerate(cols):
+            width = w - c if j == len(cols) - 1 else min(tile, w - c)
+            yield Window(c, r, width, height)
 
 
 def ramp_weights(height: int, width: int, overlap: int) -> np.ndarray:

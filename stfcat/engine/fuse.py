@@ -118,7 +118,7 @@ def fuse_files(
     from stfcat.data.tiling import TileBlender, iter_tiles
 
     from .device import resolve_device, use_all_cores
-    from .predict import crop_halo, tile_layout
+    from .predict import crop_halo, tile_align, tile_layout
     from .run import resolve_model
 
     resolve_model(model_id)  # an unknown id is the first thing to report
@@ -174,7 +174,7 @@ def fuse_files(
         model.eval().to(dev)
         from tqdm.auto import tqdm
 
-        wins = list(iter_tiles(fine.shape, tile, overlap))
+        wins = list(iter_tiles(fine.shape, tile, overlap, tile_align(model)))
         with torch.inference_mode():
             for win in tqdm(wins, desc="fuse", disable=not progress, unit="tile"):
                 try:

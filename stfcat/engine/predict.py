@@ -20,7 +20,13 @@ def tile_layout(shape: tuple[int, int], model, tile: int = DEFAULT_TILE) -> tupl
     # wide halos (e.g. 96 px) would make 256 px tiles mostly overlap: grow the tile towards 3x the
     # overlap (at most 512 px: stfdcnn's peak memory on a 2040x1720x6 scene stays near 1 GB)
     tile = max(tile, int(getattr(model, "min_size", 1)), 2 * overlap + 16, min(3 * overlap, 512))
+    tile = max(tile, overlap + tile_align(model))
     return tile, overlap
+
+
+def tile_align(model) -> int:
+    """Tile-origin alignment a model asks for (1: none)."""
+    return max(1, int(getattr(model, "tile_align", 1)))
 
 
 BLEND = 8
@@ -63,7 +69,7 @@ def predict_windows(
 
     tile, overlap = tile_layout(shape, model, tile)
     halo = int(getattr(model, "halo", 0))
-    wins = list(windows) if windows is not None else list(iter_tiles(shape, tile, overlap))
+    wins = list(windows) if windows is not None else list(iter_tiles(shape, tile, overlap, tile_align(model)))
     blender = TileBlender(shape, bands, overlap - 2 * halo, out=out)
     device = torch.device(device)
     was_training = model.training
@@ -85,6 +91,7 @@ def predict_case_multi(models: dict[str, Any], case, *, device: Any = "cpu", til
 
     Returns ``(predictions by model id, target (B,H,W) with NaN or None, valid mask (H,W),
     seconds spent in each model's forward)``. The tile layout is the widest any model needs."""
+    import math
     import time
 
     import torch
@@ -97,6 +104,8 @@ def predict_case_multi(models: dict[str, Any], case, *, device: Any = "cpu", til
     layouts = {k: tile_layout(shape, m, tile) for k, m in models.items()}
     t_size = max(t for t, _ in layouts.values())
     overlap = max(o for _, o in layouts.values())
+    align = math.lcm(*(tile_align(m) for m in models.values()))
+    t_size = max(t_size, overlap + align)
     halos = {k: int(getattr(m, "halo", 0)) for k, m in models.items()}
     blenders = {k: TileBlender(shape, bands, overlap - 2 * halos[k]) for k in models}
     target = np.full((bands, *shape), np.nan, dtype=np.float32) if case.has_target else None
@@ -106,7 +115,7 @@ def predict_case_multi(models: dict[str, Any], case, *, device: Any = "cpu", til
     modes = {k: m.training for k, m in models.items()}
     for m in models.values():
         m.eval().to(device)
-    wins = list(iter_tiles(shape, t_size, overlap))
+    wins = list(iter_tiles(shape, t_size, overlap, align))
     with torch.inference_mode():
         for win in tqdm(wins, desc=f"predict {case.target_date}", disable=not progress, leave=False, unit="tile"):
             inputs, tgt, val = case.read(win)

@@ -95,6 +95,9 @@ class FusionModel(nn.Module):
     halo: int = 16
     min_size: int = 32
     """Smallest tile side (fine pixels) the model accepts, e.g. for pooling/downsampling depth."""
+    tile_align: int = 1
+    """Tile origins of whole-scene prediction fall on multiples of this (``ratio`` for methods
+    that average ``ratio x ratio`` blocks, so no coarse pixel is split between tiles)."""
 
     def __init__(self, bands: int = 6, ratio: int = 16) -> None:
         super().__init__()
