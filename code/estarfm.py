@@ -152,18 +152,25 @@ class ESTARFM(WindowMethod):
         del m1, m2, m3, i1, i3
         out = torch.empty_like(c2)
         for i in range(n):
-            sums = self._window_sums(f1[i], c1[i], f3[i], c3[i], c2[i], th1[i], th3[i], 1.0 - corr[i])
-            cnt, sw, s_plain, s_weighted = sums
-            out[i] = self._combine(
-                f1[i], f3[i], t1[i], t3[i], d1[i], d3[i], cnt, sw, s_plain, s_weighted
-            )
+            args = (f1[i], c1[i], f3[i], c3[i], c2[i], th1[i], th3[i], 1.0 - corr[i])
+            # combined one row of tiles at a time: no scene-sized float64 sums
+            for rows, cnt, sw, s_plain, s_weighted in self._window_sum_rows(*args):
+                at = (slice(None), rows)
+                out[i][at] = self._combine(
+                    f1[i][at], f3[i][at], t1[i][at], t3[i][at], d1[i][at], d3[i][at], cnt, sw, s_plain, s_weighted
+                )
         return out
 
-    def _window_sums(self, f1, c1, f3, c3, c2, th1, th3, one_minus_r):
+    def _window_sums(self, *args: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """All of :meth:`_window_sum_rows` for one image, stacked along the rows."""
+        parts = list(zip(*(p[1:] for p in self._window_sum_rows(*args)), strict=True))
+        return tuple(torch.cat(x, -2) for x in parts)  # type: ignore[return-value]
+
+    def _window_sum_rows(self, f1, c1, f3, c3, c2, th1, th3, one_minus_r):
         """Sums over the similar pixels of every pixel's window, for one image ``(B, H, W)``.
 
-        Returns ``count (1, H, W)``, ``sum of weights (1, H, W)``, the regression sums
-        ``(6, B, H, W)`` and the weighted sums ``(4, B, H, W)`` (see ``_combine``).
+        Yields, per row of tiles, ``(row slice, count (1, h, W), sum of weights (1, h, W),
+        regression sums (6, B, h, W), weighted sums (4, B, h, W))`` (see ``_combine``).
 
         Each tile of ``ty x tx`` pixels gets two ``(pixels x window-union)`` matrices: the 0/1
         similarity mask and the weights, both written through a strided "band" view of the
@@ -195,11 +202,11 @@ class ESTARFM(WindowMethod):
         buf = torch.empty(2 * b, ty, tx, k)
         tmp = torch.empty(ty, tx, k, k)
 
-        cnt = torch.empty(1, hp, wp)
-        sw = torch.empty(1, hp, wp)
-        s_plain = torch.empty(6, b, hp, wp)
-        s_weighted = torch.empty(4, b, hp, wp)
         for y0 in range(0, hp, ty):
+            cnt = torch.empty(1, ty, wp)
+            sw = torch.empty(1, ty, wp)
+            s_plain = torch.empty(6, b, ty, wp)
+            s_weighted = torch.empty(4, b, ty, wp)
             for x0 in range(0, wp, tx):
                 centre = fs[:, r + y0 : r + y0 + ty, r + x0 : r + x0 + tx, None]
                 nth2 = neg_th2[:, r + y0 : r + y0 + ty, r + x0 : r + x0 + tx, None]
@@ -235,13 +242,14 @@ class ESTARFM(WindowMethod):
                 acc_p = (mask @ plain.T).T.reshape(6 * b + 1, ty, tx)
                 wv = weighted[:, y0 : y0 + uh, x0 : x0 + uw].reshape(-1, u)
                 acc_w = (wgt @ wv.T).T.reshape(4 * b + 1, ty, tx)
-                blk = (slice(y0, y0 + ty), slice(x0, x0 + tx))
-                cnt[0][blk] = acc_p[-1]
-                s_plain[(slice(None), slice(None), *blk)] = acc_p[:-1].reshape(6, b, ty, tx)
-                sw[0][blk] = acc_w[-1]
-                s_weighted[(slice(None), slice(None), *blk)] = acc_w[:-1].reshape(4, b, ty, tx)
-        crop = (..., slice(0, h), slice(0, w))
-        return cnt[crop], sw[crop], s_plain[crop], s_weighted[crop]
+                cols = slice(x0, x0 + tx)
+                cnt[..., cols] = acc_p[-1]
+                s_plain[..., cols] = acc_p[:-1].reshape(6, b, ty, tx)
+                sw[..., cols] = acc_w[-1]
+                s_weighted[..., cols] = acc_w[:-1].reshape(4, b, ty, tx)
+            rows = min(ty, h - y0)
+            crop = (..., slice(0, rows), slice(0, w))
+            yield slice(y0, y0 + rows), cnt[crop], sw[crop], s_plain[crop], s_weighted[crop]
 
     def _combine(self, f1, f3, t1, t3, d1, d3, cnt, sw, s_plain, s_weighted) -> Tensor:
         """Prediction of a block of rows from the accumulated sums over its similar pixels."""
