@@ -92,7 +92,8 @@ def child(args: argparse.Namespace) -> None:
         from stfcat.models import create_model
 
         torch.set_num_threads(args.threads)
-        model = create_model(args.method, bands=args.bands, ratio=args.ratio)
+        # the classical methods pin their own thread count while predicting: hand it over
+        model = create_model(args.method, bands=args.bands, ratio=args.ratio, threads=args.threads)
         keys = ("f1", "c1", "f3", "c3", "c2") if model.n_refs == 2 else ("f1", "c1", "c2")
         batch = {k: torch.from_numpy(scene[k])[None] for k in keys}
         rss0 = current_rss_mb()
@@ -107,6 +108,7 @@ def child(args: argparse.Namespace) -> None:
                 "method": args.method,
                 "size": args.size,
                 "bands": args.bands,
+                "threads": args.threads,
                 "seconds": round(seconds, 3),
                 "peak_rss_mb": round(rss_mb, 1),
                 # RSS just before the call (interpreter, torch, the scene) and the peak above it
