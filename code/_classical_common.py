@@ -271,8 +271,9 @@ def kmeans(x: Tensor, k: int, iters: int = 20) -> tuple[Tensor, Tensor]:
 def keys_cubic_upsample(xc: Tensor, ratio: int, h: int, w: int) -> Tensor:
     """Bicubic interpolation of a coarse image ``(N, B, hc, wc)`` onto the fine grid ``(h, w)``.
 
-    Keys' cubic convolution with a = -0.5 (MATLAB ``imresize(..., 'bicubic')``; PyTorch uses
-    a = -0.75), pixel-centre aligned, edges replicated. Separable: one small matmul per axis.
+    Keys' cubic convolution with a = -0.5 (the kernel of MATLAB ``imresize(..., 'bicubic')``;
+    PyTorch uses a = -0.75), pixel-centre aligned, edges replicated (``imresize`` mirrors them: pad
+    the input symmetrically first, as Fit-FC does). Separable: one small matmul per axis.
     """
 
     def weights(n_out: int, n_in: int) -> Tensor:

@@ -146,6 +146,91 @@ def test_starfm_exact_centre_rule() -> None:
     assert out[0, 0, 6, 6] == pytest.approx(float(f1[0, 0, 6, 6] + c2[0, 0, 6, 6] - c1[0, 0, 6, 6]), abs=1e-6)
 
 
+
+def _matlab_bicubic_matrix(n_in: int, ratio: int) -> torch.Tensor:
+    """MATLAB ``imresize(..., 'bicubic')`` upsampling as a matrix: Keys a = -0.5, input coordinate
+    u = x / s + (1 - 1 / s) / 2 (1-based), weights normalised, out-of-range inputs mirrored."""
+    m = torch.zeros(n_in * ratio, n_in, dtype=torch.float64)
+    mirror = list(range(n_in)) + list(range(n_in - 1, -1, -1))
+    for x in range(1, n_in * ratio + 1):
+        u = x / ratio + 0.5 * (1 - 1 / ratio)
+        idx = [math.floor(u - 2) + j for j in range(6)]
+        t = [abs(u - i) for i in idx]
+        wts = [1.5 * a**3 - 2.5 * a**2 + 1 if a <= 1 else (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2 if a < 2 else 0.0)
+               for a in t]
+        for i, wt in zip(idx, wts, strict=True):
+            m[x - 1, mirror[(i - 1) % (2 * n_in)]] += wt / sum(wts)
+    return m
+
+
+def _fitfc_by_the_equations(f1, c1, c2, ratio, window, n_sim, filter_residual=True):
+    """Fit-FC written out pixel by pixel from the paper's equations 1-8 (one image, float64), with
+    stfcat's documented choices: regression windows and filter windows cut at the image edge, the
+    first n_sim neighbours by score, ties in column-major window order (dx, then dy)."""
+    b, h, w = f1.shape
+    hc, wc = h // ratio, w // ratio
+    coarse = lambda x: x.reshape(b, hc, ratio, wc, ratio).mean((2, 4))  # noqa: E731
+    k1, k2 = coarse(c1), coarse(c2)
+    a, off = torch.zeros_like(k1), torch.zeros_like(k1)
+    for i in range(hc):
+        for j in range(wc):
+            x = k1[:, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2].reshape(b, -1)
+            y = k2[:, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2].reshape(b, -1)
+            xm, ym = x.mean(1), y.mean(1)
+            a[:, i, j] = ((x - xm[:, None]) * (y - ym[:, None])).mean(1) / ((x - xm[:, None]) ** 2).mean(1)
+            off[:, i, j] = ym - a[:, i, j] * xm
+    rep = lambda z: z.repeat_interleave(ratio, -2).repeat_interleave(ratio, -1)  # noqa: E731
+    f_rm = rep(a) * f1 + rep(off)
+    res = _matlab_bicubic_matrix(hc, ratio) @ (k2 - a * k1 - off) @ _matlab_bicubic_matrix(wc, ratio).T
+    x = f_rm + res if filter_residual else f_rm
+    rad, out, ties = window // 2, torch.empty_like(f1), 0
+    for i in range(h):
+        for j in range(w):
+            cand = []
+            for dx in range(-rad, rad + 1):
+                for dy in range(-rad, rad + 1):
+                    if 0 <= i + dy < h and 0 <= j + dx < w:
+                        score = float(((f1[:, i + dy, j + dx] - f1[:, i, j]) ** 2).sum())
+                        cand.append((score, len(cand), dy, dx))  # stable: column-major order
+            cand.sort()
+            ties += sum(c[0] <= cand[n_sim - 1][0] for c in cand) > n_sim
+            wts = [1 / (1 + math.hypot(dy, dx) / (window / 2)) for _, _, dy, dx in cand[:n_sim]]
+            vals = [x[:, i + dy, j + dx] for _, _, dy, dx in cand[:n_sim]]
+            out[:, i, j] = sum(wt * v for wt, v in zip(wts, vals, strict=True)) / sum(wts)
+    return (out if filter_residual else out + res), ties
+
+
+@pytest.mark.parametrize("filter_residual", [True, False])
+def test_fitfc_matches_its_equations(filter_residual: bool) -> None:
+    """Against an independent per-pixel write-up of the paper: the residual is filtered with the
+    same similar-pixel weights (eqs. 7-8), exactly n_similar neighbours with ties broken in
+    column-major window order, MATLAB-imresize bicubic with mirrored edges. F1 is quantised to
+    multiples of 1/64 so that the float32 scores tie exactly where the float64 ones do."""
+    ratio, h, w, window, n_sim = 4, 20, 16, 7, 6
+    g = torch.Generator().manual_seed(3)
+    f1 = (torch.randint(6, 14, (1, 2, h, w), generator=g) / 64).double()
+    c1 = coarse_of(f1, ratio)
+    c2 = coarse_of(f1 * (1.0 + 0.3 * torch.rand(1, 2, h, w, generator=g)), ratio)
+    want, ties = _fitfc_by_the_equations(f1[0], c1[0], c2[0], ratio, window, n_sim, filter_residual)
+    assert ties > h * w // 4  # the tie rule is exercised
+    batch = {"f1": f1.float(), "c1": c1.float(), "c2": c2.float()}
+    m = create_model("fitfc", bands=2, ratio=ratio, window=window, n_similar=n_sim, filter_residual=filter_residual)
+    got = m(batch)[0].double()
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    # the check can fail: keeping every tie at the n-th score gives another answer
+    other = create_model("fitfc", bands=2, ratio=ratio, window=window, n_similar=n_sim,
+                         filter_residual=filter_residual, keep_ties=True)(batch)[0].double()
+    assert (other - want).abs().max() > 1e-3
+
+
+def test_fitfc_window_with_fewer_pixels_than_n_similar() -> None:
+    """A 4 x 4 image has 16 < n_similar pixels in every window: the neighbours outside the image
+    must not be averaged in (they once entered as zeros)."""
+    g = torch.Generator().manual_seed(0)
+    f1 = 0.3 + 0.01 * torch.rand(1, 2, 4, 4, generator=g)
+    out = create_model("fitfc", bands=2, ratio=4)({"f1": f1, "c1": f1.clone(), "c2": f1.clone()})
+    assert out.min() >= f1.min() - 1e-6 and out.max() <= f1.max() + 1e-6
+
 def _case(name: str, h: int, w: int, ratio: int) -> dict[str, torch.Tensor]:
     f1 = smooth_scene(h, w, 3, seed=11)
     f2 = f1 * 1.1 + 0.02 * smooth_scene(h, w, 3, seed=12)
