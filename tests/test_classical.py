@@ -327,3 +327,112 @@ def test_row_chunks_for_whole_scenes_are_exact(name: str) -> None:
     # chunks without any halo would differ: the check can fail
     bare = by_row_chunks(m._forward, batch, 0, align=ratio, pixels=28 * 8)
     assert (bare - whole).abs().max() > 1e-4
+
+
+def _fsdaf_smoothing_by_the_equations(m, f1, change, thr):
+    """FSDAF step 5 pixel by pixel, as the docstring states it (float32, one pixel at a time)."""
+    b, h, w = f1.shape
+    r, n_sim = m.radius, m.n_similar
+    out = torch.empty_like(f1)
+    for y in range(h):
+        for x in range(w):
+            fc = f1[:, y, x]
+            inv = 1.0 / (fc + 1e-8)
+            rels, scores, wd, chs = [], [], [], []
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    if not (0 <= y + dy < h and 0 <= x + dx < w):
+                        continue
+                    diff = (f1[:, y + dy, x + dx] - fc).abs()
+                    if not (bool((diff < thr[:, y, x]).all()) or dy == dx == 0):
+                        continue
+                    d = torch.tensor(math.sqrt(dy * dy + dx * dx) / r)
+                    rel = (diff * inv).sum()
+                    rels.append(rel)
+                    scores.append((rel + 1e-5) * (10.0 + d).float())
+                    wd.append((1.0 + d).float())
+                    chs.append(change[:, y + dy, x + dx])
+            scores_t = torch.stack(scores)
+            tau = scores_t.sort().values[n_sim - 1] if len(scores) >= n_sim else scores_t.max()
+            keep = scores_t <= tau
+            wgt = 1.0 / ((torch.stack(rels) + 1.0) * torch.stack(wd))
+            wgt = wgt[keep].double()
+            out[:, y, x] = fc + ((torch.stack(chs)[keep].double() * wgt[:, None]).sum(0) / wgt.sum()).float()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("scene", "window", "n_similar", "scope"),
+    [
+        ("blocky", 5, 4, "image"),  # ties: many neighbours share the n-th score
+        ("smooth", 7, 6, "window"),
+        ("smooth", 5, 60, "image"),  # n_similar > window^2: every candidate
+        ("blocky", 7, 200, "window"),
+    ],
+)
+def test_fsdaf_smoothing_matches_its_equations(scene: str, window: int, n_similar: int, scope: str) -> None:
+    """The vectorised step 5 (dense scores, two-stage selection, sparse weights) against a
+    per-pixel transcription of the equations, including image edges, ties at the n-th score and
+    windows with fewer candidates than n_similar."""
+    h, w, ratio = 15, 13, 4
+    f1 = blocky_scene(h, w, 3, 3, seed=5) if scene == "blocky" else smooth_scene(h, w, 3, seed=5)
+    f1 = f1 + 0.1  # keep F1 + change inside the valid range: no fallback
+    change = 0.02 * smooth_scene(h, w, 3, seed=6)
+    batch = {"f1": f1, "c1": coarse_of(f1, ratio), "c2": coarse_of(f1 + change, ratio)}
+    m = create_model("fsdaf", bands=3, ratio=ratio, window=window, n_similar=n_similar, threshold_scope=scope)
+    g = m.global_step(batch)
+    g = {"change": change, "thr": g["thr"]}
+    got = m.local_step(batch, g)[0]
+    want = _fsdaf_smoothing_by_the_equations(m, f1[0], change[0], g["thr"][0])
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    # the comparison can fail: the unsmoothed change field differs from the result
+    assert (got - (f1[0] + change[0])).abs().max() > 1e-4
+    # a zero threshold (flat image) leaves the centre as the only similar pixel
+    flat = m.local_step(batch, {"change": change, "thr": torch.zeros_like(g["thr"])})
+    torch.testing.assert_close(flat, f1 + change, atol=1e-6, rtol=0)
+
+
+def test_fsdaf_quantiles_equal_torch_quantile() -> None:
+    from stfcat_zoo.fsdaf import quantiles
+
+    x = torch.rand(3, 10_001, generator=torch.Generator().manual_seed(0))
+    x[1, ::7] = 0.5  # repeated values
+    got = quantiles(x, (0.0, 0.0001, 0.3, 0.9999, 1.0))
+    for q, v in zip((0.0, 0.0001, 0.3, 0.9999, 1.0), got, strict=True):
+        assert torch.equal(v, torch.quantile(x, q, dim=1))
+
+
+def test_kmeans_chunked_distances_give_the_unchunked_labels() -> None:
+    from stfcat_zoo._classical_common import kmeans
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(70_000, 3, generator=g)  # more rows than one distance chunk
+    labels, centres = kmeans(x, 4, iters=20)
+    # the same iteration with one cdist over all rows
+    xd = x.double()
+    order = torch.argsort(xd.sum(1), stable=True)
+    c = xd[order[((torch.arange(4, dtype=torch.float64) + 0.5) / 4 * len(x)).long()]].clone()
+    lab = torch.zeros(len(x), dtype=torch.long)
+    for it in range(20):
+        new = torch.cdist(xd, c).argmin(1)
+        if torch.equal(new, lab) and it > 0:
+            break
+        lab = new
+        for j in range(4):
+            if (lab == j).any():
+                c[j] = xd[lab == j].mean(0)
+    assert torch.equal(labels, lab)
+    torch.testing.assert_close(centres, c.float(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("hc", "wc"), [(4, 5), (1, 6), (5, 1)])
+def test_tps_interpolates_the_coarse_centres(hc: int, wc: int) -> None:
+    """Exact interpolation at the coarse pixel centres, also when they lie on one line (the
+    polynomial term along the constant coordinate is dropped, not left singular)."""
+    from stfcat_zoo._classical_common import tps_fine
+
+    ratio = 3  # odd: fine pixel 1 of each block sits on the coarse centre
+    zc = torch.rand(2, hc, wc, generator=torch.Generator().manual_seed(2))
+    fine = tps_fine(zc, ratio, hc * ratio, wc * ratio)
+    torch.testing.assert_close(fine[:, 1::ratio, 1::ratio], zc, atol=1e-5, rtol=0)
+    assert torch.equal(fine, tps_fine(zc, ratio, hc * ratio, wc * ratio))  # deterministic
