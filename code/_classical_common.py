@@ -202,6 +202,15 @@ class Padded:
         size = (*xp.shape[:-2], 2 * r + 1, r1 - r0, c1 - c0)
         return xp.as_strided(size, (*st[:-2], st[-1], st[-2], st[-1]), off)
 
+    def rows(self, r0: int, r1: int, c0: int, c1: int) -> tuple[Tensor, ...]:
+        """``row(dy, ...)`` for every ``dy`` in ``-r..r``, made by one ``as_strided`` and one
+        ``unbind`` (the per-call cost of 2r+1 separate views adds up over many small blocks)."""
+        xp, r = self.xp, self.r
+        st = xp.stride()
+        off = xp.storage_offset() + r0 * st[-2] + c0 * st[-1]
+        size = (*xp.shape[:-2], 2 * r + 1, 2 * r + 1, r1 - r0, c1 - c0)
+        return xp.as_strided(size, (*st[:-2], st[-2], st[-1], st[-2], st[-1]), off).unbind(-4)
+
     def block(self, r0: int, r1: int, c0: int, c1: int) -> Tensor:
         r = self.r
         return self.xp[..., r + r0 : r + r1, r + c0 : r + c1]

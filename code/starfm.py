@@ -135,7 +135,8 @@ class _STARFMBase(WindowMethod):
         dist = torch.sqrt(grid[:, None] ** 2 + grid[None, :] ** 2)
         inv_d = (1.0 / (1.0 + dist / self.spatial_importance)).float()  # (dy, dx)
         out = torch.empty_like(c2)
-        for r0, r1, q0, q1 in tiles(h, w, n * b * k):
+        # 2^17-element operands: measured fastest (per-call cost vs cache) on the 2-core Xeon
+        for r0, r1, q0, q1 in tiles(h, w, n * b * k, 1 << 17):
             blk = (..., slice(r0, r1), slice(q0, q1))
             shape = (n, b, k, r1 - r0, q1 - q0)
             d, e = torch.empty(shape), torch.empty(shape)
@@ -145,17 +146,18 @@ class _STARFMBase(WindowMethod):
             d3, e3 = d.view(n * b, k, -1), e.view(n * b, k, -1)
             for p in pairs:
                 fc, thr = p["fp"].block(r0, r1, q0, q1).unsqueeze(2), p["thr"][blk].unsqueeze(2)
-                for dy in range(-r, r + 1):
+                views = zip(*(p[key].rows(r0, r1, q0, q1) for key in ("fp", "sp", "tp", "inv", "val")), strict=True)
+                for dy, (f_nb, s_nb, t_nb, inv_nb, val_nb) in enumerate(views):
                     # d = min(thr - |dF|, smax - S, tmax - T) >= 0  <=>  similar and within the filters
-                    torch.sub(p["fp"].row(dy, r0, r1, q0, q1), fc, out=d).abs_()
+                    torch.sub(f_nb, fc, out=d).abs_()
                     torch.sub(thr, d, out=d)
-                    torch.minimum(d, torch.sub(smax, p["sp"].row(dy, r0, r1, q0, q1), out=e), out=d)
+                    torch.minimum(d, torch.sub(smax, s_nb, out=e), out=d)
                     if self.temporal_filter:
-                        torch.minimum(d, torch.sub(tmax, p["tp"].row(dy, r0, r1, q0, q1), out=e), out=d)
-                    torch.ge(d, 0.0, out=d).mul_(p["inv"].row(dy, r0, r1, q0, q1))
-                    dw = inv_d[dy + r].expand(n * b, 1, k)
+                        torch.minimum(d, torch.sub(tmax, t_nb, out=e), out=d)
+                    torch.ge(d, 0.0, out=d).mul_(inv_nb)
+                    dw = inv_d[dy].expand(n * b, 1, k)
                     acc_w.baddbmm_(dw, d3)
-                    torch.mul(d, p["val"].row(dy, r0, r1, q0, q1), out=e)
+                    torch.mul(d, val_nb, out=e)
                     acc_v.baddbmm_(dw, e3)
             out[blk] = (acc_v / acc_w).view(n, b, r1 - r0, q1 - q0)
         # a centre with no spectral or temporal difference is its own best estimate (paper, sec. II)
