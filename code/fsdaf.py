@@ -49,11 +49,13 @@ restored afterwards: parallelism belongs to tiles/processes on a shared machine.
 the ranking scores densely (several rows of offsets per op on cache-sized pixel blocks, float
 masks, see ``_classical_common``), selects the n most similar pixels exactly in two stages
 (group minima bound the n-th score, then only ~n groups per pixel are searched) and computes the
-weights for the selected pixels only. Scores and selections are bit-identical to the per-offset
-formulation; the weighted sums differ by float summation order (accumulated in float64).
-Measured (2-core Xeon, 1 thread, ``benchmarks/bench_classical.py``): 480 x 480 x 3 in ~4 s and
-~0.12 GB above the inputs, 1000 x 1000 x 6 in ~25 s and ~0.41 GB; on the same 480 x 480 x 3
-scene the public Python port (max19951001, pre-classified input) took 64 s and 4.9 GB.
+weights for the selected pixels only. The relative differences are formed as
+``|F(nb) * (1 / F(c)) - 1|`` (one fused multiply-add per band) and the candidate threshold is
+scaled by ``1 / F(c)`` alike: the same tests as ``|dF| / F(c)`` and ``|dF| < thr`` up to float
+rounding, which can move a pixel across an exact tie (measured: 23 of 691,200 values moved by
+more than 1e-4 on the 480 x 480 x 3 bench scene, mean change 1.3e-7). The weighted sums are
+accumulated in float64. Measured (2-core Xeon, 1 thread, ``benchmarks/bench_classical.py``):
+480 x 480 x 3 in ~3.5 s and ~0.12 GB above the inputs, 1000 x 1000 x 6 in ~25 s and ~0.41 GB.
 """
 
 from __future__ import annotations
@@ -265,6 +267,7 @@ class FSDAF(WindowMethod):
         grid = torch.arange(-r, r + 1, dtype=torch.float64)
         dist = torch.sqrt(grid[:, None] ** 2 + grid[None, :] ** 2) / r
         rank_d = (10.0 + dist).float().view(k, k, 1, 1)
+        rank_eps = rank_d * 1e-5
         wgt_d = (1.0 + dist).float().reshape(-1)
         group = self.select_group
         kp = -(-k // group) * group
@@ -305,7 +308,7 @@ class FSDAF(WindowMethod):
         # spill, smaller ones are dominated by the per-call cost)
         nd = max(1, min(k, self.op_elems // (b * k * most)))
         # buffers shared by all blocks (fresh multi-MB allocations per block cost page faults)
-        bufs = [torch.empty(b * nd * k * most), torch.empty(b * nd * k * most), torch.empty(nd * k * most)]
+        diff_buf, gap_buf = torch.empty(b * nd * k * most), torch.empty(nd * k * most)
         score_buf = torch.empty(k * kp * most)
         for r0, r1, q0, q1 in blocks:
             blk = (r0, r1, q0, q1)
@@ -313,11 +316,13 @@ class FSDAF(WindowMethod):
             npx = hh * ww
             fc = pf.block(*blk)
             inv_fc = 1.0 / (fc + 1e-8)
-            fcu, invu = fc[:, None, None], inv_fc[:, None, None]
-            th = thr[:, r0:r1, q0:q1][:, None, None]
-            diff = bufs[0][: b * nd * k * npx].view(b, nd, k, hh, ww)
-            prod = bufs[1][: b * nd * k * npx].view(b, nd, k, hh, ww)
-            gap = bufs[2][: nd * k * npx].view(nd, k, hh, ww)
+            # differences relative to the centre, |F(nb) / F(c) - 1|, in one fused op per band;
+            # the candidate threshold on the same scale
+            neg_one = torch.mul(fc, inv_fc).neg_()[:, None, None]
+            invu = inv_fc[:, None, None]
+            th = torch.mul(thr[:, r0:r1, q0:q1], inv_fc)[:, None, None]
+            diff = diff_buf[: b * nd * k * npx].view(b, nd, k, hh, ww)
+            gap = gap_buf[: nd * k * npx].view(nd, k, hh, ww)
             score = score_buf[: k * kp * npx].view(k, kp, hh, ww)
             score[:, k:] = np.inf  # columns that pad the last group of offset columns
             for d0 in range(0, k, nd):
@@ -329,13 +334,13 @@ class FSDAF(WindowMethod):
                     xp.storage_offset() + (r0 + d0) * st[1] + q0 * st[2],
                 )
                 dif, g, rel = diff[:, :m], gap[:m], score[d0:d1, :k]
-                torch.sub(nbv, fcu, out=dif).abs_()
-                # not addcmul: it fuses the multiply-add (FMA), which rounds differently
-                torch.sum(torch.mul(dif, invu, out=prod[:, :m]), 0, out=rel)
-                # candidate: |dF| < thr in every band <=> min_b (thr - |dF|) > 0; NaN (outside
-                # the image) gives NaN scores, which sort after every finite one
+                torch.addcmul(neg_one, nbv, invu, out=dif).abs_()
+                torch.sum(dif, 0, out=rel)
+                # candidate: |dF| < thr in every band <=> min_b (thr - |dF|) > 0 (both relative
+                # to F(c)); NaN (outside the image) gives NaN scores, which sort after every
+                # finite one
                 torch.amin(torch.sub(th, dif, out=dif), 0, out=g)
-                rel.add_(1e-5).mul_(rank_d[d0:d1])
+                torch.addcmul(rank_eps[d0:d1], rel, rank_d[d0:d1], out=rel)  # (rel + 1e-5) * rank
                 torch.le(g, 0.0, out=g)  # 1.0: not a candidate
                 if d0 <= r < d1:
                     g[r - d0, r] = 0.0  # the centre always counts (a flat window has a zero threshold)
