@@ -113,6 +113,7 @@ def test_beats_upsample_c2_on_lgc(name: str, margin: float) -> None:
     assert _rmse(pred, f2) < margin * _rmse(c2, f2)
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # realset1 has no georeferencing
 @pytest.mark.parametrize("name", ["estarfm", "starfm-2ref"])
 def test_two_pair_methods_beat_upsample_c2_on_realset1(name: str) -> None:
     f1, c1, f3, c3, c2, f2 = realset1()
