@@ -189,9 +189,10 @@ class ESTARFM(WindowMethod):
         fs = padded(torch.cat([f1, f3]), NAN)  # NaN: never similar (outside the image)
         neg_th2 = -padded(torch.cat([th1, th3]), 0.0).square()
         denom = padded(one_minus_r, 0.0)[0]
-        # regression inputs, zero outside (the mask excludes them)
-        vals = padded(torch.stack([c1, c3, f1, f3]), 0.0)  # (4, b, ., .)
-        weighted = padded(torch.cat([c2 - c1, c2 - c3, f1, f3, torch.ones_like(f1[:1])]), 0.0)
+        # values of the neighbours, zero outside the image and where missing: the mask excludes
+        # those, but 0 * NaN would still poison every sum of the tile's matrix product
+        vals = padded(torch.stack([c1, c3, f1, f3]).nan_to_num(0.0), 0.0)  # (4, b, ., .)
+        weighted = padded(torch.cat([c2 - c1, c2 - c3, f1, f3, torch.ones_like(f1[:1])]).nan_to_num(0.0), 0.0)
         grid = torch.arange(-r, r + 1, dtype=torch.float64)
         dist = (1.0 + torch.sqrt(grid[:, None] ** 2 + grid[None, :] ** 2) / r).float()
 

@@ -66,3 +66,33 @@ def test_window_sums_match_naive(bands: int, h: int, w: int, window: int) -> Non
     np.testing.assert_allclose((sxy - sx * sy / k).numpy(), ref["vxy"], rtol=1e-4, atol=atol)
     np.testing.assert_allclose((syy - sy * sy / k).numpy(), ref["vyy"], rtol=1e-4, atol=atol)
     np.testing.assert_allclose(dc.numpy(), ref["dc"], atol=1e-5)
+
+
+def test_missing_pixels_stay_local() -> None:
+    """A NaN hole changes no sum of a pixel farther than the window radius (the matrix products
+    span a whole tile: a NaN value must not leak into them), and the hole itself comes out NaN."""
+    g = torch.Generator().manual_seed(7)
+    f1, c1, f3, c3, c2 = (torch.rand(3, 40, 44, generator=g) * 0.3 + 0.05 for _ in range(5))
+    th = torch.full((3, 40, 44), 0.2)
+    one_minus_r = torch.rand(1, 40, 44, generator=g)
+    m = create_model("estarfm", bands=3, ratio=4, window=9)
+    ref = m._window_sums(f1, c1, f3, c3, c2, th, th, one_minus_r)
+    f1 = f1.clone()
+    f1[:, 20:22, 20:22] = float("nan")
+    got = m._window_sums(f1, c1, f3, c3, c2, th, th, one_minus_r)
+    far = torch.ones(40, 44, dtype=torch.bool)
+    far[20 - 4 : 22 + 4, 20 - 4 : 22 + 4] = False
+    cnt, cnt_ref = got[0][0], ref[0][0]
+    assert torch.equal(cnt[far], cnt_ref[far]) and cnt_ref.min() > 5
+    def stats(sums):
+        """What the prediction uses: shift-invariant regression statistics and weighted sums (the
+        tile's centring constant moves with the hole)."""
+        cnt, sw, sp, swt = sums
+        k = 2.0 * cnt.double()
+        sx, sy, sxx, sxy, syy, dc = sp.double().unbind(0)
+        return sw, sxx - sx * sx / k, sxy - sx * sy / k, syy - sy * sy / k, dc, swt
+
+    for a, b in zip(stats(got), stats(ref), strict=True):
+        torch.testing.assert_close(a[..., far], b[..., far], atol=1e-5, rtol=1e-4)
+    batch = {"f1": f1[None], "c1": c1[None], "f3": f3[None], "c3": c3[None], "c2": c2[None]}
+    assert m(batch)[..., 20:22, 20:22].isnan().all()
