@@ -28,9 +28,8 @@ after epoch 20, 0.1 * (1 - SSIM) with one global (image-level) SSIM, c1 = (0.01*
 c2 = (0.03*1.6384)^2. Training: Adam lr 1e-4, weight decay 5e-4, StepLR(1 epoch, gamma 0.92),
 360 epochs, batch 6, 256x256 tiles. "After epoch 20" is expressed as two stages (20/360 of the
 budget without SSIM, then with SSIM); forward() is the same fusion network after either stage.
-stfcat's trainer builds a fresh optimiser and scheduler per stage, so the SSIM stage restarts at
-lr 1e-4 with fresh Adam moments, where the official run continues (lr 1e-4 * 0.92^20 = 1.9e-5 at
-epoch 20).
+The SSIM stage ``continues`` the first one: the same Adam moments and StepLR schedule go on, as
+in the official run (lr 1e-4 * 0.92^20 = 1.9e-5 at epoch 20).
 
 Deviations (also in catalog/papers/mustfn.yaml):
 
@@ -239,7 +238,7 @@ class MUSTFN(FusionModel):
     def stages(self) -> list[Stage]:
         first = SSIM_FROM_EPOCH / EPOCHS
         return [Stage("spectral+ndvi", loss=self.loss_without_ssim, share=first),
-                Stage("spectral+ndvi+ssim", loss=self.loss, share=1 - first)]
+                Stage("spectral+ndvi+ssim", loss=self.loss, share=1 - first, continues=True)]
 
 
 def _ndvi(x: Tensor, red: int, nir: int) -> Tensor:

@@ -71,6 +71,28 @@ if "tiny-test" not in _REGISTRY:
                           share=0.5)]
 
 
+if "tiny-continued" not in _REGISTRY:
+
+    @register_model("tiny-continued", paper=None, family="cnn", params=None, recipe=RECIPE)
+    class TinyContinued(FusionModel):
+        """Two stages of one optimisation: a loss term is switched on half-way (``continues``)."""
+
+        halo = 1
+
+        def __init__(self, bands: int = 6, ratio: int = 16) -> None:
+            super().__init__(bands, ratio)
+            self.conv = nn.Conv2d(3 * bands, bands, 3, padding=1)
+
+        def forward(self, b):
+            return b["f1"] + self.conv(torch.cat([b["f1"], b["c1"], b["c2"]], 1))
+
+        def stages(self):
+            def more(batch, target):
+                return self.loss(batch, target) + nn.functional.l1_loss(self(batch), target)
+
+            return [Stage("mse", loss=self.loss, share=0.5), Stage("mse+l1", loss=more, share=0.5, continues=True)]
+
+
 def make_small_series(folder, demo_dir, *, size: int = 64, n_dates: int = 6, n_test: int = 2, bands=None):
     """A small user-style series folder (GeoTIFF + manifest.json) cropped from the demo scene, so
     engine tests run on real-looking content in a fraction of the demo's time."""

@@ -242,3 +242,28 @@ def test_loss_curve_draws_one_line_per_stage(tmp_path, monkeypatch):
             {"stage": "b", "epoch": 1, "loss": 9.0}]
     assert loss_curve_png(tmp_path / "l.png", hist, "t").stat().st_size > 1000
     assert drawn == [([1, 2], [3.0, 2.0], "a: loss"), ([3], [9.0], "b: loss")]
+
+
+def test_continued_stage_keeps_the_optimiser_and_resumes_exactly(data_dir, tmp_path):
+    """``continues``: the second stage goes on with the first stage's Adam moments, step count and
+    learning-rate schedule; an interruption at the stage boundary resumes to the same weights."""
+    full = _run(data_dir, tmp_path / "full", model="tiny-continued", epochs=4)
+    assert [h["stage"] for h in full.metrics["history"]] == ["mse", "mse", "mse+l1", "mse+l1"]
+    ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["train"]
+    steps = 4 * 3  # epochs x steps per epoch of the recipe's quick budget
+    assert all(int(st["step"]) == steps for st in ck["optimizers"]["main"]["state"].values())
+    sched = ck["schedulers"]["main"]
+    assert sched["last_epoch"] == 4 and sched["_last_lr"][0] == pytest.approx(1e-3 * 0.7**4)
+    with pytest.raises(TrainingInterrupted):
+        _run(data_dir, tmp_path / "part", model="tiny-continued", epochs=4, stop_after_epochs=2)
+    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["train"]
+    assert part["pos"] == {"stage": 1, "epoch": 0, "step": 0}
+    _run(data_dir, tmp_path / "part", model="tiny-continued", epochs=4, resume=True)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model_state"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model_state"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(ValueError, match="continues"):
+        from stfcat.models import OptimSpec, Stage
+
+        Stage("x", loss=lambda b, t: t.sum(), continues=True, optimizers={"a": ([], OptimSpec())})

@@ -211,11 +211,30 @@ def train_model(
             flag = bool(t.item() > 0)
         return flag
 
+    def chain(si: int) -> tuple[int, int]:
+        """First stage and total epochs of the optimisation stage ``si`` belongs to (stages with
+        ``continues`` share their predecessor's optimiser and scheduler)."""
+        s0 = si
+        while s0 > 0 and stages[s0].continues:
+            s0 -= 1
+        s1 = si + 1
+        while s1 < len(stages) and stages[s1].continues:
+            s1 += 1
+        return s0, sum(plan[s0:s1])
+
+    opts: dict = {}
+    scheds: dict = {}
     with stop.installed():
         for si in range(pos["stage"], len(stages)):
             stage = stages[si]
-            opts, scheds = _build_optimizers(model, stage, recipe, lr, plan[si])
-            if ck is not None and si == ck["train"].get("opt_stage"):
+            s0, chain_epochs = chain(si)
+            if stage.continues and opts:
+                pass  # same optimisation: keep the optimiser and scheduler of the previous stage
+            else:
+                opts, scheds = _build_optimizers(model, stages[s0], recipe, lr, chain_epochs)
+            # resume: the saved optimiser belongs to this stage, or to an earlier stage of its chain
+            saved = ck["train"].get("opt_stage") if ck is not None else None
+            if saved is not None and s0 <= saved <= si:
                 for k, o in opts.items():
                     o.load_state_dict(ck["train"]["optimizers"][k])
                 for k, s in scheds.items():

@@ -67,7 +67,9 @@ class Stage:
 
     ``share`` is the fraction of the epoch budget the stage gets. ``optimizers`` maps names to
     ``(params, OptimSpec)`` for custom steps (e.g. ``{"g": ..., "d": ...}``); plain stages use the
-    recipe's optimiser on ``params``.
+    recipe's optimiser on ``params``. ``continues=True`` keeps the previous stage's optimiser and
+    scheduler (moments, step counts, learning rate): one optimisation whose loss changes, such as a
+    term switched on from some epoch; it needs the same parameters and the recipe's optimiser.
     """
 
     name: str
@@ -76,10 +78,14 @@ class Stage:
     params: Iterable[nn.Parameter] | None = None
     optimizers: dict[str, tuple[Iterable[nn.Parameter], OptimSpec]] | None = None
     share: float = 1.0
+    continues: bool = False
 
     def __post_init__(self) -> None:
         if (self.loss is None) == (self.step is None):
             raise ValueError(f"stage {self.name!r}: give exactly one of 'loss' or 'step'")
+        if self.continues and (self.optimizers is not None or self.params is not None):
+            raise ValueError(f"stage {self.name!r}: 'continues' keeps the previous stage's optimiser; "
+                             "it takes no 'optimizers' or 'params' of its own")
 
 
 class FusionModel(nn.Module):
