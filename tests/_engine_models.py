@@ -42,6 +42,16 @@ if "tiny-test" not in _REGISTRY:
         def forward(self, b):
             return b["f1"] + self.conv(torch.cat([b["f1"], b["c1"], b["c2"]], 1))
 
+    @register_model("tiny-continued", paper=None, family="cnn", params=None, recipe=RECIPE)
+    class TinyContinued(TinyPlain):
+        """Two stages of one optimisation: a loss term is switched on half-way (``continues``)."""
+
+        def stages(self):
+            def more(batch, target):
+                return self.loss(batch, target) + nn.functional.l1_loss(self(batch), target)
+
+            return [Stage("mse", loss=self.loss, share=0.5), Stage("mse+l1", loss=more, share=0.5, continues=True)]
+
     @register_model("tiny-two-stage", paper=None, family="gan", params=None, recipe=RECIPE)
     class TinyTwoStage(FusionModel):
         """Two stages: a plain loss stage, then a custom-step stage with its own optimiser."""
@@ -69,28 +79,6 @@ if "tiny-test" not in _REGISTRY:
             return [Stage("warm", loss=self.loss, share=0.5),
                     Stage("refine", step=step, optimizers={"b": (list(self.b.parameters()), OptimSpec(lr=1e-3))},
                           share=0.5)]
-
-
-if "tiny-continued" not in _REGISTRY:
-
-    @register_model("tiny-continued", paper=None, family="cnn", params=None, recipe=RECIPE)
-    class TinyContinued(FusionModel):
-        """Two stages of one optimisation: a loss term is switched on half-way (``continues``)."""
-
-        halo = 1
-
-        def __init__(self, bands: int = 6, ratio: int = 16) -> None:
-            super().__init__(bands, ratio)
-            self.conv = nn.Conv2d(3 * bands, bands, 3, padding=1)
-
-        def forward(self, b):
-            return b["f1"] + self.conv(torch.cat([b["f1"], b["c1"], b["c2"]], 1))
-
-        def stages(self):
-            def more(batch, target):
-                return self.loss(batch, target) + nn.functional.l1_loss(self(batch), target)
-
-            return [Stage("mse", loss=self.loss, share=0.5), Stage("mse+l1", loss=more, share=0.5, continues=True)]
 
 
 def make_small_series(folder, demo_dir, *, size: int = 64, n_dates: int = 6, n_test: int = 2, bands=None):
