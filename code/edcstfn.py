@@ -233,7 +233,8 @@ class EDCSTFN(FusionModel):
 
 
 
-@register_model("edcstfn-1ref", paper="edcstfn", family="cnn", params=284_134, recipe=RECIPE)
+@register_model("edcstfn-1ref", paper="edcstfn", family="cnn", params=284_134, recipe=RECIPE,
+                parent="edcstfn")
 class EDCSTFN1Ref(EDCSTFN):
     """EDCSTFN with one reference pair (the official ``--refs 1``): C1, F1, C2 -> F2."""
 

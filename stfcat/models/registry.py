@@ -32,6 +32,10 @@ class ModelInfo:
     recipe: Recipe | None
     params: int | None
     description: str
+    task: str = "fusion"
+    """Kind of data the model works on (a module of :mod:`stfcat.tasks`)."""
+    parent: str | None = None
+    """For a variant (same code, other fixed settings), the id of the model it derives from."""
 
 
 class UnknownModelError(KeyError):
@@ -53,6 +57,8 @@ def register_model(
     family: str,
     params: int | None = None,
     recipe: Recipe | None = None,
+    task: str = "fusion",
+    parent: str | None = None,
 ) -> Callable[[type[FusionModel]], type[FusionModel]]:
     """Class decorator. ``params`` is the canonical trainable-parameter count (6 bands, the
     paper's widths), asserted by the test suite."""
@@ -73,6 +79,8 @@ def register_model(
             recipe=recipe,
             params=params,
             description=doc[0] if doc else "",
+            task=task,
+            parent=parent,
         )
         return cls
 
@@ -95,9 +103,14 @@ def _discover() -> None:
         importlib.import_module(name)
 
 
-def list_models(family: str | None = None) -> list[str]:
+def list_models(pattern: str | None = None, *, task: str | None = None, family: str | None = None) -> list[str]:
+    """Registered ids, optionally filtered by a shell-style ``pattern`` (``"edc*"``), task and family."""
+    import fnmatch
+
     _discover()
-    return sorted(k for k, v in _REGISTRY.items() if family is None or v.family == family)
+    return sorted(k for k, v in _REGISTRY.items()
+                  if (pattern is None or fnmatch.fnmatchcase(k, pattern))
+                  and (task is None or v.task == task) and (family is None or v.family == family))
 
 
 def model_info(name: str) -> ModelInfo:
