@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stfcat.models import Batch, Budget, FusionModel, OptimSpec, Recipe, Stage, register_model
+from stfcat.models import Batch, Budget, FusionModel, OptimSpec, Recipe, Stage, register_model, variant_of
 
 _MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -233,9 +233,10 @@ class EDCSTFN(FusionModel):
 
 
 
-@register_model("edcstfn-1ref", paper="edcstfn", family="cnn", params=284_134, recipe=RECIPE,
-                parent="edcstfn")
 class EDCSTFN1Ref(EDCSTFN):
     """EDCSTFN with one reference pair (the official ``--refs 1``): C1, F1, C2 -> F2."""
 
     n_refs = 1
+
+
+variant_of("edcstfn", "edcstfn-1ref", cls=EDCSTFN1Ref)

@@ -174,7 +174,7 @@ class STARFM(_STARFMBase):
     n_refs = 1
 
 
-@register_model("starfm-2ref", paper="starfm", family="classical", params=0)
+@register_model("starfm-2ref", paper="starfm", family="classical", params=0, parent="starfm")
 class STARFM2Ref(_STARFMBase):
     """STARFM (Gao et al. 2006) with two reference pairs (t1, t3) weighted jointly."""
 

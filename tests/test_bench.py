@@ -9,19 +9,24 @@ import pytest
 from _engine_models import make_small_series
 
 from stfcat.engine.bench import run_bench
-from stfcat.models import FusionModel, register_model
-from stfcat.models.registry import _REGISTRY
+from stfcat.models import FusionModel, register_model, scoped
 
-if "broken-test" not in _REGISTRY:
 
-    @register_model("broken-test", paper=None, family="classical", params=0)
-    class Broken(FusionModel):
-        """Always fails, like a model with a bug."""
+@pytest.fixture()
+def broken_model():
+    """A model that always fails, like one with a bug (registered for this test only)."""
+    with scoped():
 
-        trainable = False
+        @register_model("broken-test", paper=None, family="classical", params=0)
+        class Broken(FusionModel):
+            """Always fails, like a model with a bug."""
 
-        def forward(self, batch):
-            raise RuntimeError("boom")
+            trainable = False
+
+            def forward(self, batch):
+                raise RuntimeError("boom")
+
+        yield "broken-test"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def series(tmp_path_factory):
     return make_small_series(root / "small", root / "cache")
 
 
-def test_bench_writes_leaderboard_and_survives_failures(series, tmp_path):
+def test_bench_writes_leaderboard_and_survives_failures(series, tmp_path, broken_model):
     (tmp_path / "reported.json").write_text(json.dumps({"tiny-plain": {"small": {"rmse": 0.02, "ssim": 0.9}}}))
     board = run_bench(models=["broken-test", "tiny-plain"], datasets=[str(series)], out=tmp_path, device="cpu",
                       epochs=1, progress=False)
@@ -49,7 +54,7 @@ def test_bench_writes_leaderboard_and_survives_failures(series, tmp_path):
     assert "| tiny-plain |" in md and "0.0200 / 0.9000" in md and "—" in md and "Failed runs" in md
 
 
-def test_bench_cli_exit_code_on_failure(series, tmp_path):
+def test_bench_cli_exit_code_on_failure(series, tmp_path, broken_model):
     from typer.testing import CliRunner
 
     from stfcat.cli.main import app

@@ -168,14 +168,13 @@ def test_fuse_real_envi_lgc(tmp_path):
 @pytest.fixture()
 def alpha_model():
     """A non-trainable model that implements the fixture catalog's 'alpha-net' paper (removed afterwards)."""
-    from stfcat.models import register_model
-    from stfcat.models.registry import _REGISTRY
+    from stfcat.models import register_model, scoped
     from stfcat.models.trivial import Delta
 
     cls = type("AlphaDelta", (Delta,), {"__doc__": "delta under the alpha-net paper id (test only)."})
-    register_model("alpha-delta", paper="alpha-net", family="trivial", params=0)(cls)
-    yield "alpha-delta"
-    _REGISTRY.pop("alpha-delta", None)
+    with scoped():
+        register_model("alpha-delta", paper="alpha-net", family="trivial", params=0)(cls)
+        yield "alpha-delta"
 
 
 def test_fuse_catalog_names_the_paper_in_the_output(scene, tmp_path, alpha_model):

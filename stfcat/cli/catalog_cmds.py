@@ -58,13 +58,18 @@ def validate(catalog: CatalogOpt = None) -> None:
 
 
 def _model_rows() -> list[dict]:
-    from stfcat.models import list_models, model_info
+    from stfcat.models import ModelImportError, list_models, model_info
 
+    try:
+        ids = list_models()
+    except ModelImportError as exc:
+        raise fail(str(exc)) from None
     rows = []
-    for mid in list_models():
+    for mid in ids:
         info = model_info(mid)
         rows.append({"id": info.id, "family": info.family, "paper": info.paper, "n_refs": info.n_refs,
-                     "trainable": info.trainable, "params": info.params, "description": info.description})
+                     "trainable": info.trainable, "params": info.params, "description": info.description,
+                     "parent": info.parent, "fixed": dict(info.fixed)})
     return rows
 
 
@@ -89,7 +94,7 @@ def list_cmd(
         if json_out:
             typer.echo(json.dumps(rows, indent=2))
             return
-        _table(["id", "family", "paper", "n_refs", "trainable", "params"], rows, f"{len(rows)} models")
+        _table(["id", "family", "paper", "parent", "n_refs", "trainable", "params"], rows, f"{len(rows)} models")
         return
 
     cat = open_catalog(catalog)

@@ -1,9 +1,20 @@
 """Model interface and registry (deep models live in ``code/``, importable as ``stfcat_zoo``)."""
 
 from .base import Batch, Budget, FusionModel, OptimSpec, Recipe, Stage, count_parameters
-from .registry import ModelInfo, UnknownModelError, create_model, list_models, model_info, register_model
+from .registry import (
+    ModelImportError,
+    ModelInfo,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+    scoped,
+    variant_of,
+)
 
 __all__ = [
-    "Batch", "Budget", "FusionModel", "ModelInfo", "OptimSpec", "Recipe", "Stage", "UnknownModelError",
-    "count_parameters", "create_model", "list_models", "model_info", "register_model",
+    "Batch", "Budget", "FusionModel", "ModelImportError", "ModelInfo", "OptimSpec", "Recipe", "Stage",
+    "UnknownModelError", "count_parameters", "create_model", "list_models", "model_info", "register_model",
+    "scoped", "variant_of",
 ]

@@ -225,16 +225,15 @@ def collect_models() -> Models:
     except ImportError as exc:
         return Models([], f"stfcat.models is not importable: {exc}")
     try:
-        names = list_models()
+        infos = [model_info(name) for name in list_models()]
     except Exception as exc:  # noqa: BLE001 - one broken model module must not hide the others
         problem = f"some model modules failed to import: {type(exc).__name__}: {exc}"
         warnings.warn(problem, stacklevel=2)
         from stfcat.models import registry
 
-        names = sorted(registry._REGISTRY)
+        infos = [info for _, info in sorted(registry.registered().items())]
     rows = []
-    for name in names:
-        info = model_info(name)
+    for info in infos:
         rows.append(ModelRow(
             id=info.id, family=info.family, paper=info.paper, params=info.params,
             n_refs=info.n_refs, trainable=info.trainable, description=info.description,
