@@ -49,47 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stfcat.models import Batch, Budget, FusionModel, OptimSpec, Recipe, Stage, register_model, variant_of
-
-_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def _gauss_window(size: int, channels: int, device, dtype, sigma: float = 1.5) -> Tensor:
-    x = torch.arange(size, dtype=dtype, device=device) - size // 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
-
-
-def _ssim_cs(x: Tensor, y: Tensor, window: int = 11, data_range: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Mean SSIM and mean contrast-structure term (Gaussian window, valid convolution)."""
-    c = x.shape[1]
-    size = min(window, x.shape[-2], x.shape[-1])
-    w = _gauss_window(size, c, x.device, x.dtype)
-    mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)
-    sxx = F.conv2d(x * x, w, groups=c) - mu_x**2
-    syy = F.conv2d(y * y, w, groups=c) - mu_y**2
-    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    cs_map = (2 * sxy + c2) / (sxx + syy + c2)
-    ssim_map = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs_map
-    return ssim_map.mean(), cs_map.mean()
-
-
-def ms_ssim(x: Tensor, y: Tensor, *, normalize: bool = True) -> Tensor:
-    """Multi-scale SSIM over 5 dyadic levels (Wang et al. 2003 weights), reflectance range 1."""
-    ssims, css = [], []
-    for i in range(len(_MS_WEIGHTS)):
-        s, cs = _ssim_cs(x, y)
-        ssims.append(s)
-        css.append(cs)
-        if i < len(_MS_WEIGHTS) - 1:
-            if min(x.shape[-2:]) >= 2:
-                x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    s, cs = torch.stack(ssims), torch.stack(css)
-    if normalize:  # keeps the powers defined when a term goes negative early in training
-        s, cs = (s + 1) / 2, (cs + 1) / 2
-    w = torch.tensor(_MS_WEIGHTS, dtype=x.dtype, device=x.device)
-    return torch.prod(cs[:-1] ** w[:-1]) * s[-1] ** w[-1]
+from stfcat.models.losses import feature_loss, ms_ssim
 
 
 def _conv3(cin: int, cout: int, pad: str, stride: int = 1) -> nn.Conv2d:
@@ -205,7 +165,7 @@ class EDCSTFN(FusionModel):
 
     # -- losses ----------------------------------------------------------------------------
     def _vision_loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        return F.l1_loss(pred, target) + self.alpha * (1.0 - ms_ssim(pred, target))
+        return F.l1_loss(pred, target) + self.alpha * (1.0 - ms_ssim(pred, target, normalize=True))
 
     def autoencoder_loss(self, batch: Batch, target: Tensor) -> Tensor:
         self.autoencoder.requires_grad_(True)
@@ -213,9 +173,8 @@ class EDCSTFN(FusionModel):
         return self._vision_loss(self.autoencoder(fine), fine)
 
     def compound_loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        enc = self.autoencoder.encoder
-        return (F.mse_loss(pred, target) + F.mse_loss(enc(pred), enc(target))
-                + self.alpha * (1.0 - ms_ssim(pred, target)))
+        return (F.mse_loss(pred, target) + feature_loss(self.autoencoder.encoder, pred, target)
+                + self.alpha * (1.0 - ms_ssim(pred, target, normalize=True)))
 
     def fusion_loss(self, batch: Batch, target: Tensor) -> Tensor:
         self.autoencoder.requires_grad_(False)

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stfcat.models import Budget, FusionModel, OptimSpec, Recipe, Stage, register_model
+from stfcat.models.losses import global_ssim
 
 OFFICIAL_BAND_STD = (0.043, 0.059, 0.065, 0.176, 0.167, 0.099)
 EPOCHS = 360
@@ -233,7 +234,7 @@ class MUSTFN(FusionModel):
 
     def loss(self, batch: dict[str, Tensor], target: Tensor) -> Tensor:
         pred = self(batch)
-        return self._spectral_ndvi(pred, target) + 0.1 * (1 - global_ssim(pred, target))
+        return self._spectral_ndvi(pred, target) + 0.1 * (1 - global_ssim(pred, target, data_range=_SSIM_L))
 
     def stages(self) -> list[Stage]:
         first = SSIM_FROM_EPOCH / EPOCHS
@@ -246,13 +247,3 @@ def _ndvi(x: Tensor, red: int, nir: int) -> Tensor:
     den = n + r
     den = torch.where(den.abs() < 1e-6, torch.full_like(den, 1e-6), den)
     return ((n - r) / den).clamp(-1.0, 1.0)
-
-
-def global_ssim(pred: Tensor, target: Tensor, dynamic_range: float = _SSIM_L) -> Tensor:
-    """One SSIM over all pixels and bands of the batch (the official 'image-level' SSIM)."""
-    c1, c2 = (0.01 * dynamic_range) ** 2, (0.03 * dynamic_range) ** 2
-    x, y = pred.reshape(-1), target.reshape(-1)
-    mx, my = x.mean(), y.mean()
-    n = max(x.numel() - 1, 1)
-    cov = ((x - mx) * (y - my)).sum() / n
-    return (2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (x.var() + y.var() + c2))
