@@ -561,11 +561,11 @@ def train_model(
         else:
             model.load_state_dict(state.best["model_state"])
         result.best = {"epoch": state.best["epoch"], "score": state.best["score"]}
-    if state.ema is not None:  # evaluation uses the averaged weights
-        model.load_state_dict(state.ema.shadow)
     state.seconds = time.perf_counter() - t_start
     for h in all_hooks:
         h.on_end(state)
+    if state.ema is not None:  # evaluation uses the averaged weights (the raw ones stay in the checkpoint)
+        model.load_state_dict(state.ema.shadow)
     result.history, result.seconds, result.epochs = state.history, state.seconds, state.epochs_done
     result.stopped_early = state.stopped_early
     return result
