@@ -203,3 +203,19 @@ def test_resume_restores_every_piece_of_state(tmp_path, workers):
     assert rpart.resumed and rpart.history == rfull.history and rpart.best == rfull.best
     for k, v in full.state_dict().items():
         assert torch.equal(v, part.state_dict()[k]), k
+
+
+def test_mixed_precision_path_with_gradient_scaler(monkeypatch, tmp_path):
+    """The CUDA code path (autocast + GradScaler: scale, unscale, clip, step) exercised on CPU with
+    bf16 autocast and a CPU scaler: it trains close to float32 and the scaler is checkpointed."""
+    import stfcat.engine.train as T
+
+    monkeypatch.setattr(T, "_amp_setup", lambda amp, device: (torch.bfloat16, torch.amp.GradScaler("cpu")))
+    a, ra = _train(_recipe(amp="fp16", clip_grad_norm=10.0), checkpoint=tmp_path / "a.pt",
+                   record={"model_id": "linear"})
+    monkeypatch.undo()
+    b, rb = _train(_recipe(clip_grad_norm=10.0))
+    assert not torch.equal(a.conv.weight, b.conv.weight)  # bf16 forward: not the float32 arithmetic
+    torch.testing.assert_close(a.conv.weight, b.conv.weight, rtol=0.05, atol=0.02)
+    assert ra.history[-1]["loss"] < ra.history[0]["loss"]
+    assert torch.load(tmp_path / "a.pt", weights_only=False)["train"]["scaler"]["scale"] > 0
