@@ -11,7 +11,18 @@ import torch
 from _engine_models import make_small_series  # also registers tiny-test, tiny-two-stage
 
 from stfcat.engine.run import run_experiment
-from stfcat.engine.train import TrainingInterrupted
+from stfcat.engine.train import Hook, TrainingInterrupted
+
+
+class StopAfterEpochs(Hook):
+    """Test hook: raise the stop flag after ``n`` epochs, as a Ctrl-C would."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_end(self, loop, entry):
+        if loop.epochs_done >= self.n:
+            loop.request_stop()
 
 REQUIRED = ("rmse", "mae", "psnr", "ssim", "sam", "ergas", "cc", "uiqi", "r2")
 
@@ -81,7 +92,7 @@ def test_run_writes_outputs_and_scores_baselines(data_dir, tmp_path):
 def test_resume_after_interruption_equals_uninterrupted(data_dir, tmp_path):
     full = _run(data_dir, tmp_path / "full")
     with pytest.raises(TrainingInterrupted):
-        _run(data_dir, tmp_path / "part", stop_after_epochs=1)
+        _run(data_dir, tmp_path / "part", hooks=[StopAfterEpochs(1)])
     ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
     assert ck["train"]["pos"] == {"stage": 0, "epoch": 1, "step": 0} and not ck["train"]["done"]
     resumed = _run(data_dir, tmp_path / "part", resume=True)
@@ -255,7 +266,7 @@ def test_continued_stage_keeps_the_optimiser_and_resumes_exactly(data_dir, tmp_p
     sched = ck["schedulers"]["main"]
     assert sched["last_epoch"] == 4 and sched["_last_lr"][0] == pytest.approx(1e-3 * 0.7**4)
     with pytest.raises(TrainingInterrupted):
-        _run(data_dir, tmp_path / "part", model="tiny-continued", epochs=4, stop_after_epochs=2)
+        _run(data_dir, tmp_path / "part", model="tiny-continued", epochs=4, hooks=[StopAfterEpochs(2)])
     part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["train"]
     assert part["pos"] == {"stage": 1, "epoch": 0, "step": 0}
     _run(data_dir, tmp_path / "part", model="tiny-continued", epochs=4, resume=True)

@@ -62,12 +62,29 @@ def test_wheel_contents(wheel):
     assert sorted(Path(n).name for n in names if n.startswith("stfcat_zoo/") and n.endswith(".py")) == zoo
 
 
+def _dependency_dirs() -> list[str]:
+    """The site-packages folders this interpreter takes its dependencies from: a venv's own (the
+    README's fresh venv), the system's (a venv with system site packages, or no venv), or both."""
+    out = []
+    for entry in sys.path:
+        p = Path(entry or ".").resolve()
+        if p.name in ("site-packages", "dist-packages") and p.is_dir() and not p.is_relative_to(REPO):
+            out.append(str(p))
+    return list(dict.fromkeys(out))
+
+
 @pytest.mark.slow
 def test_installed_wheel_runs_outside_the_repo(wheel, tmp_path):
     venv = tmp_path / "venv"
-    # system site-packages give the dependencies (offline); the wheel must win over the editable install
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
+    # The dependencies (offline) come from wherever this interpreter has them, through a .pth file:
+    # its lines are appended to sys.path after the new venv's own site-packages, so the installed
+    # wheel wins, and .pth files in those folders (the editable install's finder) are not run.
+    site_dir = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    Path(site_dir).mkdir(parents=True, exist_ok=True)
+    (Path(site_dir) / "_outer_deps.pth").write_text("\n".join(_dependency_dirs()) + "\n")
     out = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
                           "--ignore-installed", "--no-warn-script-location", "-q", str(wheel)],
                          capture_output=True, text=True)

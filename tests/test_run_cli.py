@@ -119,15 +119,31 @@ def test_cli_module_does_not_import_torch():
 
 
 def test_interrupted_run_says_how_to_resume(series, tmp_path, monkeypatch):
+    """A Ctrl-C (SIGINT to the process, during the third step) stops between steps; exit 130 with
+    the resume command; resuming finishes the run."""
+    import os
+    import signal
+
     import _engine_models  # noqa: F401
 
+    import stfcat.engine.train as T
+
     out = tmp_path / "r"
-    monkeypatch.setenv("STFCAT_STOP_AFTER_EPOCHS", "1")
+    real, calls = T._to_device, {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "_to_device", interrupting)
     res = _invoke("run", "tiny-test", "--dataset", str(series), "--device", "cpu", "--out", str(out), "--no-images")
     assert res.exit_code == 130, res.output
     assert "--resume" in res.output and (out / "checkpoint.pt").is_file()
+    assert f"--config {out / 'config.yaml'}" in res.output and (out / "config.yaml").is_file()
     assert not (out / "metrics.json").exists()
-    monkeypatch.delenv("STFCAT_STOP_AFTER_EPOCHS")
+    monkeypatch.setattr(T, "_to_device", real)
     res = _invoke("run", "tiny-test", "--dataset", str(series), "--device", "cpu", "--out", str(out), "--no-images",
                   "--resume")
     assert res.exit_code == 0, res.output

@@ -30,36 +30,48 @@ class BudgetName(str, Enum):
 
 @app.command("run")
 def run_cmd(
-    model: Annotated[str, typer.Argument(help="Model id (see `stfcat list models`).")],
-    dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id, 'demo', or a series folder with manifest.json.")] = "demo",
+    model: Annotated[str | None, typer.Argument(help="Model id (see `stfcat list models`); optional with --config.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Catalog dataset id, 'demo' (default), or a series folder with manifest.json.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs in total (default: the recipe's budget).", min=1)] = None,
     patch: Annotated[int | None, typer.Option(help="Training patch size in fine pixels.", min=8)] = None,
     batch: Annotated[int | None, typer.Option(help="Global batch size (split across distributed ranks).", min=1)] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the paper's).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of every optimiser (default: the paper's).")] = None,
     steps: Annotated[int | None, typer.Option("--steps-per-epoch", help="Steps per epoch (default: the budget's).", min=1)] = None,
-    device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
-    seed: Annotated[int, typer.Option(help="Seed of weights, patches and augmentation.")] = 0,
+    device: Annotated[Device | None, typer.Option(help="auto (default) falls back to CPU with a message.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights, patches and augmentation (default 0).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="DataLoader worker processes drawing training batches (default 0: in-process).", min=0)] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Start from a run configuration (a run folder's config.yaml).", dir_okay=False)] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: --set optim.lr=2e-4 --set budget.epochs=40 (repeat).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default runs/<model>-<dataset>-<time>/).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.pt (default: the latest run).")] = False,
     full_recipe: Annotated[bool, typer.Option("--full-recipe", help="Train with the paper's budget instead of the quick one.")] = False,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip GeoTIFFs and PNGs (metrics and checkpoint only).")] = False,
     catalog: CatalogOpt = None,
 ) -> None:
-    """Train MODEL (if trainable) and evaluate it with the trivial baselines on DATASET's test cases."""
+    """Train MODEL (if trainable) and evaluate it with the trivial baselines on DATASET's test cases.
+
+    Every run writes its resolved configuration as config.yaml; `--config FILE` replays it and
+    the flags and `--set key=value` change fields of it."""
     from stfcat.engine.errors import EngineError
     from stfcat.engine.train import TrainingInterrupted
 
     try:
+        from stfcat.engine.config import build_config
         from stfcat.engine.run import run_experiment
 
-        res = run_experiment(model, dataset, epochs=epochs, patch=patch, batch=batch, lr=lr, device=device.value,
-                             seed=seed, out=out, resume=resume, full_recipe=full_recipe, catalog=catalog,
-                             steps_per_epoch=steps, images=not no_images)
+        cfg = build_config(model, config, dataset=dataset, full_recipe=full_recipe, epochs=epochs, patch=patch,
+                           batch=batch, steps_per_epoch=steps, lr=lr, seed=seed,
+                           device=device.value if device is not None else None, num_workers=workers,
+                           sets=sets or ())
+        model, dataset = cfg.model.id, cfg.data.dataset
+        res = run_experiment(model, dataset, config=cfg, out=out, resume=resume, catalog=catalog,
+                             images=not no_images)
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     except TrainingInterrupted as exc:
         hint = f" --out {exc.checkpoint.parent}" if exc.checkpoint else ""
-        raise fail(f"{exc}. Continue with: stfcat run {model} --dataset {dataset} --resume{hint}", 130) from None
+        again = f"--config {exc.checkpoint.parent / 'config.yaml'}" if exc.checkpoint else f"{model} --dataset {dataset}"
+        raise fail(f"{exc}. Continue with: stfcat run {again} --resume{hint}", 130) from None
     if res.rank != 0:
         return
     from rich.console import Console

@@ -1,8 +1,18 @@
-"""Optimisers and learning-rate schedulers from a model's :class:`~stfcat.models.OptimSpec`."""
+"""Optimisers and learning-rate schedulers from a model's :class:`~stfcat.models.OptimSpec`.
+
+Two kinds of scheduler:
+
+* the published per-epoch schedulers (``schedule_unit="epoch"`` without warm-up): torch's own
+  ``StepLR``/``CosineAnnealingLR``/... stepped once per epoch, exactly as before;
+* per-iteration schedules (``schedule_unit="step"`` or ``warmup_steps > 0``): one ``LambdaLR``
+  stepped after every optimiser step, whose factor is computed in closed form from the number of
+  steps taken (so resuming only needs its step count). Such a scheduler has ``per_step = True``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from stfcat.models.base import OptimSpec
@@ -24,11 +34,18 @@ def make_optimizer(params: Iterable, spec: OptimSpec, lr: float | None = None):
     raise ValueError(f"OptimSpec.name {spec.name!r} is not supported")
 
 
-def make_scheduler(optimizer, spec: OptimSpec, epochs: int):
-    """Schedulers step once per epoch (``plateau`` on the epoch's mean loss). ``cosine`` defaults
-    ``T_max`` to the stage's epochs so a quick budget still anneals fully."""
+def make_scheduler(optimizer, spec: OptimSpec, epochs: int, steps_per_epoch: int | None = None):
+    """Per-epoch schedulers step once per epoch (``plateau`` on the epoch's mean loss); ``cosine``
+    defaults ``T_max`` to the stage's epochs (or steps) so a quick budget still anneals fully.
+    ``steps_per_epoch`` is needed by per-iteration schedules."""
     import torch.optim.lr_scheduler as S
 
+    if spec.schedule_unit == "step" or spec.warmup_steps > 0:
+        if steps_per_epoch is None:
+            raise ValueError("per-iteration schedules need steps_per_epoch")
+        sched = S.LambdaLR(optimizer, iteration_factor(spec, epochs, steps_per_epoch, optimizer.param_groups[0]["lr"]))
+        sched.per_step = True
+        return sched
     args = dict(spec.scheduler_args)
     if spec.scheduler == "none":
         return None
@@ -41,6 +58,39 @@ def make_scheduler(optimizer, spec: OptimSpec, epochs: int):
     if spec.scheduler == "exponential":
         return S.ExponentialLR(optimizer, gamma=args.pop("gamma", 0.95), **args)
     raise ValueError(f"OptimSpec.scheduler {spec.scheduler!r} is not supported")
+
+
+def iteration_factor(spec: OptimSpec, epochs: int, steps_per_epoch: int, base_lr: float) -> Callable[[int], float]:
+    """``t -> lr factor`` of optimiser step ``t`` (0-based): linear warm-up times the decay."""
+    args = dict(spec.scheduler_args)
+    if spec.scheduler == "plateau":
+        raise ValueError("OptimSpec: the 'plateau' scheduler reacts to epoch losses; it has no "
+                         "per-iteration form (schedule_unit='step' or warmup_steps)")
+    if spec.scheduler not in ("none", "step", "cosine", "exponential"):
+        raise ValueError(f"OptimSpec.scheduler {spec.scheduler!r} is not supported")
+    per_step = spec.schedule_unit == "step"
+    total = max(1, epochs * steps_per_epoch if per_step else epochs)
+    warm = int(spec.warmup_steps)
+    eta = float(args.get("eta_min", 0.0)) / base_lr if base_lr else 0.0
+
+    def decay(t: int) -> float:
+        u = t if per_step else t // steps_per_epoch  # the schedule's clock: steps or epochs
+        if spec.scheduler == "step":
+            return float(args.get("gamma", 0.1)) ** (u // int(args.get("step_size", 30)))
+        if spec.scheduler == "exponential":
+            return float(args.get("gamma", 0.95)) ** u
+        if spec.scheduler == "cosine":
+            t_max = int(args.get("T_max", total))
+            start = warm if per_step else 0  # per-step cosine anneals over the steps after warm-up
+            frac = min(1.0, max(0.0, (u - start) / max(1, t_max - start)))
+            return eta + (1.0 - eta) * 0.5 * (1.0 + math.cos(math.pi * frac))
+        return 1.0
+
+    def factor(t: int) -> float:
+        w = min(1.0, (t + 1) / warm) if warm > 0 else 1.0
+        return w * decay(t)
+
+    return factor
 
 
 def with_lr(spec: OptimSpec, lr: float | None) -> OptimSpec:

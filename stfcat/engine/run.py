@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,23 @@ def run_experiment(
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
     images: bool = True,
-    stop_after_epochs: int | None = None,
+    config=None,
+    hooks=(),
 ) -> RunResult:
     """The protocol for one model on one dataset (see the conventions page). Returns the
     ``metrics.json`` content; raises :class:`EngineError` for bad requests and
-    :class:`~stfcat.engine.train.TrainingInterrupted` when stopped (checkpoint written)."""
+    :class:`~stfcat.engine.train.TrainingInterrupted` when stopped (checkpoint written).
+    ``config`` (a :class:`~stfcat.engine.config.RunConfig`) replaces the keyword arguments that
+    describe the run; ``hooks`` are extra :class:`~stfcat.engine.train.Hook` objects."""
+    # run config (engine/config.py): one resolved description of the run, written as config.yaml
+    from .config import build_config
+
+    if config is None:
+        config = build_config(model_id, dataset=str(dataset), full_recipe=full_recipe, epochs=epochs, patch=patch,
+                              batch=batch, steps_per_epoch=steps_per_epoch, lr=lr, seed=seed, device=device,
+                              tile=tile, overrides=overrides)
+    model_id, dataset, device, seed, tile = (config.model.id, config.data.dataset, config.device, config.seed,
+                                             config.tile)
     info = resolve_model(model_id)
     from .device import resolve_device
     from .distributed import init_from_env, shutdown
@@ -137,14 +149,14 @@ def run_experiment(
     try:
         return _run(info, dataset, dist=dist, dev=dev, epochs=epochs, patch=patch, batch=batch, lr=lr, seed=seed,
                     out=out, resume=resume, full_recipe=full_recipe, catalog=catalog, data_dir=data_dir, tile=tile,
-                    steps_per_epoch=steps_per_epoch, overrides=overrides or {}, progress=progress, images=images,
-                    stop_after_epochs=stop_after_epochs)
+                    steps_per_epoch=steps_per_epoch, overrides=config.model.args, progress=progress, images=images,
+                    config=config, hooks=hooks)
     finally:
         shutdown(dist)
 
 
 def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resume, full_recipe, catalog,
-         data_dir, tile, steps_per_epoch, overrides, progress, images, stop_after_epochs) -> RunResult:
+         data_dir, tile, steps_per_epoch, overrides, progress, images, config, hooks) -> RunResult:
     import stfcat
     from stfcat.metrics import compute_all, mean_metrics
     from stfcat.models import count_parameters, create_model
@@ -172,22 +184,21 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
                           overrides=overrides)
     budget = None
     train_res = TrainResult()
+    # run config: resolved against the data and device, written before training (resume/replay)
+    from .config import CONFIG_NAME, recipe_and_budget, resolve, write_config
+
+    config = resolve(config, series, dev)
+    if dist.is_main:
+        write_config(out / CONFIG_NAME, config)
+    lr, full_recipe = config.lr, config.budget is not None and config.budget.which == "paper"
     if info.trainable:
-        recipe = info.recipe
-        budget = recipe.paper if full_recipe else recipe.quick
-        budget = replace(
-            budget,
-            epochs=epochs if epochs is not None else budget.epochs,
-            patch=min(patch if patch is not None else budget.patch, *series.shape),
-            batch=batch if batch is not None else budget.batch,
-            steps_per_epoch=steps_per_epoch if steps_per_epoch is not None else budget.steps_per_epoch,
-        )
+        recipe, budget = recipe_and_budget(config, info.recipe)
         if budget.batch % dist.world_size:
             raise EngineError(f"--batch {budget.batch} must be divisible by the {dist.world_size} ranks")
         train_cases = _cases_or_error(series, info.n_refs, "train", model_id)
         train_res = train_model(model, train_cases, recipe=recipe, budget=budget, seed=seed, device=dev, lr=lr,
                                 checkpoint=ckpt_path, resume=resume, record=record, dist=dist, progress=progress,
-                                stop_after_epochs=stop_after_epochs)
+                                hooks=hooks, num_workers=config.training.num_workers if config.training else 0)
     if dist.enabled:
         import torch.distributed as tdist
 
@@ -251,6 +262,7 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         "mean": mean,
         "stfcat_version": stfcat.__version__,
         "git_commit": git_commit(),
+        "config": config.model_dump(mode="json"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     from .outputs import loss_curve_png, write_json

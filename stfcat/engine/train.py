@@ -1,22 +1,28 @@
 """Training loop: a model's stages with its recipe's optimiser and scheduler, resumable.
 
-Resumability: a checkpoint holds the position ``(stage, epoch, step)``, the model, optimisers,
-schedulers, the torch/numpy/python RNG states, the patch sampler's generator state and the partial
-epoch loss. Resuming restores all of them: the result equals an uninterrupted run.
-SIGINT/SIGTERM set a flag that the loop checks between steps (never inside one), then the
-checkpoint is written atomically and :class:`TrainingInterrupted` is raised. A second Ctrl-C
-interrupts at once.
+:class:`TrainState` holds everything a run's future depends on: the position ``(stage, epoch,
+step)``, the model, the stage's optimisers and schedulers, the sample source, the torch/numpy/
+python RNG states, the partial epoch's loss sums, the EMA weights, the fp16 gradient scaler and
+the validation bookkeeping. ``state_dict()``/``load_state_dict()`` round-trip all of it, so an
+interrupted and resumed run equals an uninterrupted one bit for bit (on CPU).
+
+:func:`train_model` is the loop; it talks to the outside only through hooks (:class:`Hook`:
+checkpoint, progress, anything a caller adds) and an optional ``validate(model) -> score``
+callable (lower is better). SIGINT/SIGTERM, or a hook calling ``loop.request_stop()``, raise a
+flag that the loop checks between steps (never inside one); the checkpoint hook then writes the
+state and :class:`TrainingInterrupted` is raised. A second Ctrl-C interrupts at once.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +31,10 @@ import numpy as np
 
 from stfcat.models.base import Budget, FusionModel, Recipe, Stage
 
+from .batches import WorkerBatches, load_sampler_state, next_batch, sampler_state
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistInfo, SyncedOptimizer, broadcast_parameters, local_slice
+from .distributed import DistInfo, average_gradients, broadcast_parameters, local_slice
 from .optim import make_optimizer, make_scheduler, with_lr
-
-STOP_ENV = "STFCAT_STOP_AFTER_EPOCHS"
-"""Test hook: stop (as if interrupted) after this many epochs in total."""
 
 
 class TrainingInterrupted(Exception):
@@ -46,6 +50,8 @@ class TrainResult:
     seconds: float = 0.0
     epochs: int = 0
     resumed: bool = False
+    best: dict[str, Any] | None = None  # {"epoch", "score"} of the selected checkpoint (select="best")
+    stopped_early: bool = False
 
 
 def stage_plan(stages: list[Stage], epochs: int) -> list[int]:
@@ -80,9 +86,49 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _StopFlag:
+def note(msg: str) -> None:
+    """A one-line remark for the user (stderr, so it never mixes with tables or JSON)."""
+    print(msg, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- pieces of the state
+
+class EMA:
+    """Exponential moving average of a model's floating-point state (integer buffers are copied)."""
+
+    def __init__(self, model, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"Recipe.ema_decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def update(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                s = self.shadow[k]
+                if s.dtype.is_floating_point:
+                    s.mul_(self.decay).add_(v.detach().to(s.dtype), alpha=1.0 - self.decay)
+                else:
+                    s.copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v.clone() for k, v in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
+
+
+class StopFlag:
+    """Raised by SIGINT/SIGTERM (while installed) or by ``request()``."""
+
     def __init__(self) -> None:
         self.requested = False
+
+    def request(self) -> None:
+        self.requested = True
 
     @contextmanager
     def installed(self):
@@ -103,17 +149,24 @@ class _StopFlag:
                 signal.signal(s, h)
 
 
-def _build_optimizers(model: FusionModel, stage: Stage, recipe: Recipe, lr: float | None, epochs: int):
-    """Returns ({name: optimizer}, {name: scheduler or None})."""
-    if stage.optimizers:
-        opts = {k: make_optimizer(ps, with_lr(spec, lr)) for k, (ps, spec) in stage.optimizers.items()}
-        specs = {k: spec for k, (_, spec) in stage.optimizers.items()}
-    else:
-        params = stage.params if stage.params is not None else model.parameters()
-        opts = {"main": make_optimizer(params, recipe.optim, lr)}
-        specs = {"main": recipe.optim}
-    scheds = {k: make_scheduler(opts[k], specs[k], epochs) for k in opts}
-    return opts, scheds
+class _StepOptimizer:
+    """What a custom-step stage receives: ``step`` averages gradients over ranks, clips them to
+    the recipe's bound, then steps the optimiser."""
+
+    def __init__(self, optimizer, dist: DistInfo, clip: float | None) -> None:
+        self._opt, self._dist, self._clip = optimizer, dist, clip
+
+    def step(self, *args, **kwargs):
+        params = [p for g in self._opt.param_groups for p in g["params"]]
+        average_gradients(params, self._dist)
+        if self._clip is not None:
+            import torch
+
+            torch.nn.utils.clip_grad_norm_(params, self._clip)
+        return self._opt.step(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._opt, name)
 
 
 def _to_device(batch: dict, target, device, sl: slice | None):
@@ -122,9 +175,239 @@ def _to_device(batch: dict, target, device, sl: slice | None):
     return b, t
 
 
+# --------------------------------------------------------------------------- state
+
+class TrainState:
+    """The whole state of a training run (see the module docstring)."""
+
+    def __init__(self, model: FusionModel, sampler, *, recipe: Recipe, budget: Budget, plan: list[int],
+                 stages: list[Stage], lr: float | None, device, dist: DistInfo) -> None:
+        self.model, self.sampler, self.recipe, self.budget = model, sampler, recipe, budget
+        self.plan, self.stages, self.lr, self.device, self.dist = plan, stages, lr, device, dist
+        self.pos = {"stage": 0, "epoch": 0, "step": 0}
+        self.history: list[dict[str, Any]] = []
+        self.sums: dict[str, Any] = {}  # the running epoch's loss sums (device tensors)
+        self.n = 0
+        self.seconds = 0.0
+        self.opts: dict[str, Any] = {}
+        self.scheds: dict[str, Any] = {}
+        self.opt_stage: int | None = None
+        self._pending_opt: dict[str, Any] | None = None  # optimiser states waiting for their stage
+        self.ema = EMA(model, recipe.ema_decay) if recipe.ema_decay is not None else None
+        self.amp_dtype, self.scaler = _amp_setup(recipe.amp, device)
+        self.best: dict[str, Any] | None = None  # {"score", "epoch", "model_state"}
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.stop = StopFlag()
+
+    # ---- position
+    @property
+    def done(self) -> bool:
+        return self.stopped_early or self.pos["stage"] >= len(self.stages)
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    def request_stop(self) -> None:
+        """Stop between steps as an interruption would (checkpoint, then TrainingInterrupted)."""
+        self.stop.request()
+
+    def chain(self, si: int) -> tuple[int, int]:
+        """First stage and total epochs of the optimisation stage ``si`` belongs to (stages with
+        ``continues`` share their predecessor's optimiser and scheduler)."""
+        s0 = si
+        while s0 > 0 and self.stages[s0].continues:
+            s0 -= 1
+        s1 = si + 1
+        while s1 < len(self.stages) and self.stages[s1].continues:
+            s1 += 1
+        return s0, sum(self.plan[s0:s1])
+
+    def enter_stage(self, si: int) -> None:
+        """Build (or, for ``continues``, keep) the stage's optimisers and schedulers, and load saved
+        ones when the saved optimiser belongs to this stage or an earlier stage of its chain."""
+        s0, chain_epochs = self.chain(si)
+        if not (self.stages[si].continues and self.opts):
+            self.opts, self.scheds = _build_optimizers(self.model, self.stages[s0], self.recipe, self.lr,
+                                                       chain_epochs, self.budget.steps_per_epoch)
+        saved = self._pending_opt
+        if saved is not None and saved["opt_stage"] is not None and s0 <= saved["opt_stage"] <= si:
+            for k, o in self.opts.items():
+                o.load_state_dict(saved["optimizers"][k])
+            for k, s in self.scheds.items():
+                if s is not None and k in saved["schedulers"]:
+                    s.load_state_dict(saved["schedulers"][k])
+        self._pending_opt = None
+        self.opt_stage = si
+
+    # ---- weights used for evaluation and the checkpoint
+    def eval_state(self) -> dict[str, Any]:
+        return self.ema.state_dict() if self.ema is not None else {k: v.detach().clone()
+                                                                   for k, v in self.model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs; ``model_state`` holds the weights to use (EMA when set)."""
+        return {
+            "model_state": self.eval_state(),
+            "train": {
+                "plan": self.plan, "pos": dict(self.pos), "history": self.history,
+                "partial": {"sum": {k: float(v) for k, v in self.sums.items()}, "n": self.n},
+                "seconds": self.seconds,
+                "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.scheds.items() if s is not None},
+                "opt_stage": self.opt_stage, "rng": rng_state(), "sampler": sampler_state(self.sampler),
+                "raw_model_state": self.model.state_dict() if self.ema is not None else None,
+                "ema": self.ema is not None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "best": self.best, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
+                "done": self.done,
+            },
+        }
+
+    def load_state_dict(self, ck: dict[str, Any]) -> None:
+        import torch
+
+        tr = ck.get("train") or {}
+        if tr.get("plan") not in (None, self.plan):
+            from .errors import EngineError
+
+            raise EngineError(f"--resume: the checkpoint was trained with stage epochs {tr.get('plan')}, "
+                              f"this run asks for {self.plan} (same --epochs/--full-recipe?)")
+        if tr.get("ema") and self.ema is None or not tr.get("ema") and self.ema is not None and tr:
+            from .errors import EngineError
+
+            raise EngineError("--resume: the checkpoint and this run disagree on ema_decay")
+        raw = tr.get("raw_model_state")
+        self.model.load_state_dict(raw if raw is not None else ck["model_state"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ck["model_state"])
+        if not tr:
+            return
+        self.pos = dict(tr["pos"])
+        self.history = list(tr.get("history", []))
+        self.seconds = float(tr.get("seconds", 0.0))
+        part = tr.get("partial") or {"sum": {}, "n": 0}
+        self.sums = {k: torch.tensor(v, dtype=torch.float32, device=self.device) for k, v in part["sum"].items()}
+        self.n = int(part["n"])
+        self._pending_opt = {"opt_stage": tr.get("opt_stage"), "optimizers": tr.get("optimizers", {}),
+                             "schedulers": tr.get("schedulers", {})}
+        set_rng_state(tr["rng"])
+        load_sampler_state(self.sampler, tr["sampler"] if "sampler" in tr else {"rng": tr["sampler_rng"]})
+        if self.scaler is not None and tr.get("scaler"):
+            self.scaler.load_state_dict(tr["scaler"])
+        self.best = tr.get("best")
+        self.bad_epochs = int(tr.get("bad_epochs", 0))
+        self.stopped_early = bool(tr.get("stopped_early", False))
+
+
+def _amp_setup(amp: str | None, device):
+    """``(autocast dtype or None, GradScaler or None)``; mixed precision only on CUDA."""
+    if amp is None:
+        return None, None
+    import torch
+
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"Recipe.amp must be 'bf16', 'fp16' or None, got {amp!r}")
+    if torch.device(device).type != "cuda":
+        note(f"amp={amp}: mixed precision is for CUDA; training in float32 on {torch.device(device).type}")
+        return None, None
+    if amp == "bf16":
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def _build_optimizers(model: FusionModel, stage: Stage, recipe: Recipe, lr: float | None, epochs: int,
+                      steps_per_epoch: int):
+    """Returns ({name: optimizer}, {name: scheduler or None})."""
+    if stage.optimizers:
+        opts = {k: make_optimizer(ps, with_lr(spec, lr)) for k, (ps, spec) in stage.optimizers.items()}
+        specs = {k: spec for k, (_, spec) in stage.optimizers.items()}
+    else:
+        params = stage.params if stage.params is not None else model.parameters()
+        opts = {"main": make_optimizer(params, recipe.optim, lr)}
+        specs = {"main": recipe.optim}
+    scheds = {k: make_scheduler(opts[k], specs[k], epochs, steps_per_epoch) for k in opts}
+    return opts, scheds
+
+
+# --------------------------------------------------------------------------- hooks
+
+class Hook:
+    """Callbacks of the loop; override what you need. ``loop`` is the :class:`TrainState`;
+    ``loop.request_stop()`` stops the run as an interruption would (checkpoint, then
+    :class:`TrainingInterrupted`)."""
+
+    def on_epoch_start(self, loop: TrainState) -> None: ...
+    def on_step_end(self, loop: TrainState, logs: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, loop: TrainState, entry: dict[str, Any]) -> None: ...
+    def on_interrupt(self, loop: TrainState) -> None: ...
+    def on_end(self, loop: TrainState) -> None: ...
+
+
+class CheckpointHook(Hook):
+    """Writes the state (atomically) after every epoch, on interruption and at the end (rank 0)."""
+
+    def __init__(self, path: Path, record: dict[str, Any] | None, dist: DistInfo) -> None:
+        self.path, self.record, self.dist = Path(path), dict(record or {}), dist
+
+    def save(self, loop: TrainState) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.path, {**self.record, **loop.state_dict()})
+
+    on_interrupt = save
+
+    def on_epoch_end(self, loop, entry):
+        self.save(loop)
+
+    def on_end(self, loop):
+        self.save(loop)
+
+
+class ProgressHook(Hook):
+    """A tqdm bar per epoch and one line per finished epoch (rank 0)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.bar, self.of = enabled, None, 0
+
+    def on_epoch_start(self, loop):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            st = loop.stages[loop.pos["stage"]]
+            self.of = loop.plan[loop.pos["stage"]]
+            self.bar = tqdm(total=loop.budget.steps_per_epoch, initial=loop.pos["step"], leave=False, unit="step",
+                            desc=f"{st.name} epoch {loop.pos['epoch'] + 1}/{self.of}")
+
+    def on_step_end(self, loop, logs):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, loop, entry):
+        if self.bar is not None:
+            from tqdm.auto import tqdm
+
+            self.close(loop)
+            shown = ", ".join(f"{k} {v:.5g}" for k, v in entry.items() if k not in ("stage", "epoch"))
+            tqdm.write(f"[{entry['stage']}] epoch {entry['epoch']}/{self.of}: {shown}")
+
+    def close(self, loop) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    on_interrupt = on_end = close
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _is_cases(data) -> bool:
+    return isinstance(data, (list, tuple))
+
+
 def train_model(
     model: FusionModel,
-    cases: list,
+    data,
     *,
     recipe: Recipe,
     budget: Budget,
@@ -136,176 +419,231 @@ def train_model(
     record: dict[str, Any] | None = None,
     dist: DistInfo | None = None,
     progress: bool = True,
-    stop_after_epochs: int | None = None,
-    sampler_factory: Callable[..., Any] | None = None,
+    hooks: Sequence[Hook] = (),
+    validate: Callable[[FusionModel], float] | None = None,
+    num_workers: int = 0,
 ) -> TrainResult:
-    """Train ``model`` in place on random patches of ``cases`` (training cases with targets).
+    """Train ``model`` in place and return its history.
 
+    ``data`` is the sample source: an object with ``sample() -> (batch, target)`` (or an iterator
+    of them) and, for exact resume, ``state_dict()``/``load_state_dict()`` (or a numpy ``rng``),
+    seeded by the caller; or a list of training cases, for which a
+    :class:`stfcat.data.PatchSampler` of the budget's patch and batch is built with ``seed``.
+    ``num_workers > 0`` draws batches in DataLoader workers (:class:`WorkerBatches`).
     ``record`` (model id, config, band names, scale) is stored in every checkpoint.
-    ``sampler_factory(cases, patch, batch, seed=...)`` defaults to :class:`stfcat.data.PatchSampler`.
+    ``validate(model)`` (lower is better) runs after every epoch on the weights evaluation uses;
+    the recipe's ``select="best"``/``patience`` act on it only.
     """
     import torch
-    from tqdm.auto import tqdm
 
     dist = dist or DistInfo()
-    if sampler_factory is None:
-        from stfcat.data.sampler import PatchSampler as sampler_factory  # noqa: N813
-    if stop_after_epochs is None and os.environ.get(STOP_ENV):
-        stop_after_epochs = int(os.environ[STOP_ENV])
     device = torch.device(device)
+    if _is_cases(data):
+        from stfcat.data.sampler import PatchSampler
+
+        # One sampler for the whole run, seeded by the run seed (the same on every rank: each rank
+        # takes its slice of the same global batch); its state goes into checkpoints.
+        data = PatchSampler(list(data), budget.patch, budget.batch, seed=seed)
+    sampler = WorkerBatches(data, num_workers, seed, pin_memory=device.type == "cuda") if num_workers else data
+    if budget.accum_steps < 1:
+        raise ValueError(f"Budget.accum_steps must be >= 1, got {budget.accum_steps}")
     model.to(device).train()
     stages = list(model.stages())
-    plan = stage_plan(stages, budget.epochs)
-    pos = {"stage": 0, "epoch": 0, "step": 0}
+    state = TrainState(model, sampler, recipe=recipe, budget=budget, plan=stage_plan(stages, budget.epochs),
+                       stages=stages, lr=lr, device=device, dist=dist)
     result = TrainResult()
-    partial = {"sum": {}, "n": 0}
-    ck: dict[str, Any] | None = None
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        ck = load_checkpoint(Path(checkpoint))
-        model.load_state_dict(ck["model_state"])
-        tr = ck.get("train") or {}
-        if tr.get("plan") not in (None, plan):
-            from .errors import EngineError
-
-            raise EngineError(f"--resume: checkpoint {checkpoint} was trained with stage epochs "
-                              f"{tr.get('plan')}, this run asks for {plan} (same --epochs/--full-recipe?)")
-        pos = dict(tr.get("pos", pos))
-        result.history = list(tr.get("history", []))
-        result.seconds = float(tr.get("seconds", 0.0))
-        partial = tr.get("partial", partial)
+        state.load_state_dict(load_checkpoint(Path(checkpoint)))
         result.resumed = True
+    if validate is None and (recipe.select == "best" or recipe.patience is not None):
+        note("recipe selects on validation but this run has no validation data: keeping the last epoch")
     broadcast_parameters(model, dist)
-    # One sampler for the whole run, seeded by the run seed (the same on every rank: each rank
-    # takes its slice of the same global batch); its generator state goes into checkpoints.
-    sampler = sampler_factory(cases, budget.patch, budget.batch, seed=seed)
-    sl = local_slice(budget.batch, dist) if dist.enabled else None
-    stop = _StopFlag()
-    epochs_done = sum(plan[: pos["stage"]]) + pos["epoch"]
-    t_start = time.perf_counter() - result.seconds
-
-    cur: dict[str, Any] = {"sums": {}, "n": 0}  # the running epoch's loss sums (see save)
-
-    def save(opts, scheds, opt_stage: int) -> None:
-        if checkpoint is None or not dist.is_main:
-            return
-        save_checkpoint(Path(checkpoint), {
-            **(record or {}),
-            "model_state": model.state_dict(),
-            "train": {
-                "plan": plan, "pos": dict(pos), "history": result.history,
-                "partial": {"sum": {k: float(v) for k, v in cur["sums"].items()}, "n": cur["n"]},
-                "seconds": time.perf_counter() - t_start,
-                "optimizers": {k: o.state_dict() for k, o in opts.items()},
-                "schedulers": {k: s.state_dict() for k, s in scheds.items() if s is not None},
-                "opt_stage": opt_stage, "rng": rng_state(), "sampler_rng": sampler.rng.bit_generator.state, "done": pos["stage"] >= len(stages),
-            },
-        })
-
-    def stop_now() -> bool:
-        flag = stop.requested
-        if dist.enabled:
-            import torch.distributed as tdist
-
-            t = torch.tensor([1.0 if flag else 0.0])
-            tdist.all_reduce(t)
-            flag = bool(t.item() > 0)
-        return flag
-
-    def chain(si: int) -> tuple[int, int]:
-        """First stage and total epochs of the optimisation stage ``si`` belongs to (stages with
-        ``continues`` share their predecessor's optimiser and scheduler)."""
-        s0 = si
-        while s0 > 0 and stages[s0].continues:
-            s0 -= 1
-        s1 = si + 1
-        while s1 < len(stages) and stages[s1].continues:
-            s1 += 1
-        return s0, sum(plan[s0:s1])
-
-    opts: dict = {}
-    scheds: dict = {}
-    with stop.installed():
-        for si in range(pos["stage"], len(stages)):
-            stage = stages[si]
-            s0, chain_epochs = chain(si)
-            if stage.continues and opts:
-                pass  # same optimisation: keep the optimiser and scheduler of the previous stage
-            else:
-                opts, scheds = _build_optimizers(model, stages[s0], recipe, lr, chain_epochs)
-            # resume: the saved optimiser belongs to this stage, or to an earlier stage of its chain
-            saved = ck["train"].get("opt_stage") if ck is not None else None
-            if saved is not None and s0 <= saved <= si:
-                for k, o in opts.items():
-                    o.load_state_dict(ck["train"]["optimizers"][k])
-                for k, s in scheds.items():
-                    if s is not None and k in ck["train"]["schedulers"]:
-                        s.load_state_dict(ck["train"]["schedulers"][k])
-            run_opts = {k: SyncedOptimizer(o, dist) for k, o in opts.items()} if dist.enabled else opts
-            for ep in range(pos["epoch"], plan[si]):
-                if ck is not None:  # first epoch after a resume: continue the saved random streams
-                    set_rng_state(ck["train"]["rng"])
-                    sampler.rng.bit_generator.state = ck["train"]["sampler_rng"]
-                    ck = None
-                # epoch sums stay on the device (float32: MPS has no float64) so no step waits
-                # for a device-to-host copy; they become Python floats only when saved or logged
-                sums: dict[str, Any] = {k: torch.tensor(v, dtype=torch.float32, device=device)
-                                        for k, v in partial["sum"].items()}
-                n = partial["n"]
-                cur["sums"], cur["n"] = sums, n
-                bar = tqdm(range(pos["step"], budget.steps_per_epoch), disable=not (progress and dist.is_main),
-                           desc=f"{stage.name} epoch {ep + 1}/{plan[si]}", leave=False, unit="step")
-                for step in bar:
-                    batch, target = sampler.sample()
-                    batch, target = _to_device(batch, target, device, sl)
-                    if stage.loss is not None:
-                        opt = run_opts["main"]
-                        opt.zero_grad(set_to_none=True)
-                        loss = stage.loss(batch, target)
-                        loss.backward()
-                        opt.step()
-                        logs = {"loss": loss.detach()}
-                    else:
-                        logs = stage.step(batch, target, run_opts)
-                    for k, v in logs.items():
-                        v = torch.as_tensor(v, device=device).detach().to(torch.float32)
-                        sums[k] = sums[k] + v if k in sums else v
-                    n += 1
-                    pos["step"] = step + 1
-                    cur["n"] = n
-                    if stop_now():
-                        save(opts, scheds, si)
-                        raise TrainingInterrupted(checkpoint)
-                if dist.enabled and sums:  # log the global batch's loss, not this rank's half
-                    import torch.distributed as tdist
-
-                    keys = sorted(sums)
-                    vec = torch.stack([sums[k] for k in keys])
-                    tdist.all_reduce(vec)
-                    sums = {k: v / dist.world_size for k, v in zip(keys, vec, strict=True)}
-                means = {k: float(v) / max(n, 1) for k, v in sums.items()}
-                result.history.append({"stage": stage.name, "epoch": ep + 1, **means})
-                for s in scheds.values():
-                    if s is None:
-                        continue
-                    if s.__class__.__name__ == "ReduceLROnPlateau":
-                        s.step(means.get("loss", next(iter(means.values()), 0.0)))
-                    else:
-                        s.step()
-                pos["epoch"], pos["step"] = ep + 1, 0
-                partial = {"sum": {}, "n": 0}
-                cur["sums"], cur["n"] = {}, 0
-                epochs_done += 1
-                if pos["epoch"] >= plan[si]:
-                    pos = {"stage": si + 1, "epoch": 0, "step": 0}
-                save(opts, scheds, si)
-                if progress and dist.is_main:
-                    shown = ", ".join(f"{k} {v:.5g}" for k, v in means.items())
-                    tqdm.write(f"[{stage.name}] epoch {ep + 1}/{plan[si]}: {shown}")
-                if stop_after_epochs is not None and epochs_done >= stop_after_epochs and pos["stage"] < len(stages):
-                    raise TrainingInterrupted(checkpoint)
-                if stop_now():
-                    raise TrainingInterrupted(checkpoint)
-            pos["epoch"] = 0
-    result.seconds = time.perf_counter() - t_start
-    result.epochs = epochs_done
+    all_hooks: list[Hook] = [ProgressHook(progress and dist.is_main)]
+    if checkpoint is not None:
+        all_hooks.append(CheckpointHook(Path(checkpoint), record, dist))
+    all_hooks += list(hooks)
+    stop = state.stop
+    t_start = time.perf_counter() - state.seconds
+    try:
+        with stop.installed():
+            _loop(state, all_hooks, stop, validate, t_start)
+    finally:
+        if isinstance(sampler, WorkerBatches):
+            sampler.close()
+    if recipe.select == "best" and state.best is not None:
+        target = state.ema.shadow if state.ema is not None else None
+        if target is not None:
+            for k, v in state.best["model_state"].items():
+                target[k].copy_(v)
+        else:
+            model.load_state_dict(state.best["model_state"])
+        result.best = {"epoch": state.best["epoch"], "score": state.best["score"]}
+    state.seconds = time.perf_counter() - t_start
+    for h in all_hooks:
+        h.on_end(state)
+    if state.ema is not None:  # evaluation uses the averaged weights (the raw ones stay in the checkpoint)
+        model.load_state_dict(state.ema.shadow)
+    result.history, result.seconds, result.epochs = state.history, state.seconds, state.epochs_done
+    result.stopped_early = state.stopped_early
     return result
+
+
+def _stop_requested(stop: StopFlag, dist: DistInfo) -> bool:
+    flag = stop.requested
+    if dist.enabled:
+        import torch
+        import torch.distributed as tdist
+
+        t = torch.tensor([1.0 if flag else 0.0])
+        tdist.all_reduce(t)
+        flag = bool(t.item() > 0)
+    return flag
+
+
+def _interrupt(state: TrainState, hooks: Iterable[Hook], t_start: float) -> TrainingInterrupted:
+    state.seconds = time.perf_counter() - t_start
+    path = None
+    for h in hooks:
+        h.on_interrupt(state)
+        if isinstance(h, CheckpointHook):
+            path = h.path
+    return TrainingInterrupted(path)
+
+
+def _loop(state: TrainState, hooks: list[Hook], stop: StopFlag, validate, t_start: float) -> None:
+    import torch
+
+    budget, dist = state.budget, state.dist
+    sl = local_slice(budget.batch, dist) if dist.enabled else None
+    while not state.done:
+        si = state.pos["stage"]
+        stage = state.stages[si]
+        if state.opt_stage != si:
+            state.enter_stage(si)
+        run_opts = {k: _StepOptimizer(o, dist, state.recipe.clip_grad_norm) for k, o in state.opts.items()}
+        for h in hooks:
+            h.on_epoch_start(state)
+        while state.pos["step"] < budget.steps_per_epoch:
+            if stage.loss is not None:
+                logs = _plain_step(state, stage, sl)
+            else:
+                batch, target = _to_device(*next_batch(state.sampler), state.device, sl)
+                logs = stage.step(batch, target, run_opts)
+            _after_optimizer_step(state)
+            for k, v in logs.items():
+                v = torch.as_tensor(v, device=state.device).detach().to(torch.float32)
+                state.sums[k] = state.sums[k] + v if k in state.sums else v
+            state.n += 1
+            state.pos["step"] += 1
+            for h in hooks:
+                h.on_step_end(state, logs)
+            if _stop_requested(stop, dist):
+                raise _interrupt(state, hooks, t_start)
+        entry = _end_epoch(state, stage, validate)
+        state.seconds = time.perf_counter() - t_start
+        for h in hooks:
+            h.on_epoch_end(state, entry)
+        if not state.done and _stop_requested(stop, dist):
+            raise _interrupt(state, hooks, t_start)
+
+
+def _plain_step(state: TrainState, stage: Stage, sl) -> dict[str, Any]:
+    """One optimiser step of a loss stage: ``accum_steps`` batches, mixed precision on CUDA when
+    asked, gradients averaged over ranks, unscaled and clipped before the step."""
+    import torch
+
+    opt = state.opts["main"]
+    k = state.budget.accum_steps
+    opt.zero_grad(set_to_none=True)
+    total = None
+    for _ in range(k):
+        batch, target = _to_device(*next_batch(state.sampler), state.device, sl)
+        ctx = (torch.autocast(state.device.type, dtype=state.amp_dtype) if state.amp_dtype is not None
+               else nullcontext())
+        with ctx:
+            loss = stage.loss(batch, target)
+        scaled = loss / k if k > 1 else loss
+        (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    average_gradients(params, state.dist)
+    if state.scaler is not None:
+        state.scaler.unscale_(opt)
+    if state.recipe.clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, state.recipe.clip_grad_norm)
+    if state.scaler is not None:
+        state.scaler.step(opt)
+        state.scaler.update()
+    else:
+        opt.step()
+    return {"loss": total / k if k > 1 else total}
+
+
+def _after_optimizer_step(state: TrainState) -> None:
+    for s in state.scheds.values():
+        if s is not None and getattr(s, "per_step", False):
+            s.step()
+    if state.ema is not None:
+        state.ema.update(state.model)
+
+
+def _end_epoch(state: TrainState, stage: Stage, validate) -> dict[str, Any]:
+    """Epoch means, epoch schedulers, validation and the next position."""
+    import torch
+
+    sums, dist = state.sums, state.dist
+    if dist.enabled and sums:  # log the global batch's loss, not this rank's half
+        import torch.distributed as tdist
+
+        keys = sorted(sums)
+        vec = torch.stack([sums[k] for k in keys])
+        tdist.all_reduce(vec)
+        sums = {k: v / dist.world_size for k, v in zip(keys, vec, strict=True)}
+    means = {k: float(v) / max(state.n, 1) for k, v in sums.items()}
+    si, ep = state.pos["stage"], state.pos["epoch"]
+    entry: dict[str, Any] = {"stage": stage.name, "epoch": ep + 1, **means}
+    for s in state.scheds.values():
+        if s is None or getattr(s, "per_step", False):
+            continue
+        with warnings.catch_warnings():  # after a resume at an epoch's end no step ran in this process
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before", UserWarning)
+            if s.__class__.__name__ == "ReduceLROnPlateau":
+                s.step(means.get("loss", next(iter(means.values()), 0.0)))
+            else:
+                s.step()
+    if validate is not None:
+        entry["val"] = _validate(state, validate)
+    state.history.append(entry)
+    state.sums, state.n = {}, 0
+    state.pos["epoch"], state.pos["step"] = ep + 1, 0
+    if state.pos["epoch"] >= state.plan[si]:
+        state.pos = {"stage": si + 1, "epoch": 0, "step": 0}
+    return entry
+
+
+def _validate(state: TrainState, validate) -> float:
+    """Score the evaluation weights; keep the best ones (``select="best"``) and count epochs
+    without improvement (``patience``)."""
+    import torch
+
+    model = state.model
+    raw = None
+    if state.ema is not None:  # score the weights that evaluation will use
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(state.ema.shadow)
+    model.eval()
+    with torch.no_grad():
+        score = float(validate(model))
+    model.train()
+    if raw is not None:
+        model.load_state_dict(raw)
+    epoch = len(state.history) + 1
+    if state.best is None or score < state.best["score"]:
+        keep = state.eval_state() if state.recipe.select == "best" else None
+        state.best = {"score": score, "epoch": epoch, "model_state": keep}
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+        if state.recipe.patience is not None and state.bad_epochs >= state.recipe.patience:
+            state.stopped_early = True
+    return score

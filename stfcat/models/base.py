@@ -38,6 +38,12 @@ class OptimSpec:
     betas: tuple[float, float] = (0.9, 0.999)
     scheduler: Literal["none", "step", "plateau", "cosine", "exponential"] = "none"
     scheduler_args: dict[str, Any] = field(default_factory=dict)
+    schedule_unit: Literal["epoch", "step"] = "epoch"
+    """``epoch``: the scheduler steps once per epoch (``step_size``, ``T_max`` in epochs);
+    ``step``: once per optimiser step (``step_size``, ``T_max`` in optimiser steps)."""
+    warmup_steps: int = 0
+    """Linear warm-up: optimiser step ``t`` (0-based) uses ``lr * (t + 1) / warmup_steps`` for
+    ``t < warmup_steps``, times the schedule's decay (cosine decay starts after the warm-up)."""
 
 
 @dataclass
@@ -48,6 +54,9 @@ class Budget:
     patch: int
     batch: int
     steps_per_epoch: int = 50
+    accum_steps: int = 1
+    """Gradient accumulation: each optimiser step averages the gradients of ``accum_steps``
+    batches of ``batch`` patches (effective batch ``batch * accum_steps``; plain-loss stages)."""
 
 
 @dataclass
@@ -59,6 +68,18 @@ class Recipe:
     quick: Budget
     paper: Budget
     notes: str = ""
+    clip_grad_norm: float | None = None
+    """Clip the global gradient norm to this before each optimiser step (after the average over ranks)."""
+    ema_decay: float | None = None
+    """Exponential moving average of the weights (``ema = d * ema + (1 - d) * w`` after every step);
+    evaluation and the checkpoint's ``model_state`` then use the averaged weights."""
+    amp: Literal["bf16", "fp16"] | None = None
+    """Mixed precision of plain-loss stages on CUDA (fp16 with a gradient scaler); off on CPU/MPS."""
+    select: Literal["last", "best"] = "last"
+    """``best``: keep the weights of the epoch with the lowest validation score (when the run has
+    a validation callable; never the test data)."""
+    patience: int | None = None
+    """Stop early after this many epochs without a lower validation score (needs validation)."""
 
 
 @dataclass
