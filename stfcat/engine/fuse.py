@@ -109,16 +109,14 @@ def fuse_files(
 ) -> Path:
     """Predict the fine image at the coarse target's date and write it to ``out`` (GeoTIFF)."""
     import rasterio
-    import torch
     from affine import Affine
 
     from stfcat.data import readers
     from stfcat.data.errors import DataError
     from stfcat.data.series import fill_invalid
-    from stfcat.data.tiling import TileBlender, iter_tiles
 
     from .device import resolve_device, use_all_cores
-    from .predict import crop_halo, tile_align, tile_layout
+    from .predict import predict_scene
     from .run import resolve_model
 
     resolve_model(model_id)  # an unknown id is the first thing to report
@@ -164,32 +162,26 @@ def fuse_files(
         except DataError as exc:
             raise EngineError(str(exc)) from None
 
-    tile, overlap = tile_layout(fine.shape, model, tile)
+    valid = np.zeros(fine.shape, dtype=bool)
+
+    def read(win):
+        try:
+            raw = {k: r(win) for k, r in readers_by_key.items()}
+        except DataError as exc:
+            raise EngineError(str(exc)) from None
+        ok = np.ones(raw["f1"].shape[1:], dtype=bool)
+        for v in raw.values():
+            ok &= np.isfinite(v).all(0)
+        r0, c0, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
+        valid[r0 : r0 + h, c0 : c0 + w] |= ok
+        return {k: fill_invalid(v) for k, v in raw.items()}
+
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".stfcat-fuse-", dir=out.parent) as tmpdir:
         acc = np.memmap(Path(tmpdir) / "acc.f32", dtype=np.float32, mode="w+", shape=(bands, *fine.shape))
-        halo = int(getattr(model, "halo", 0))
-        blender = TileBlender(fine.shape, bands, overlap - 2 * halo, out=acc)
-        valid = np.zeros(fine.shape, dtype=bool)
-        model.eval().to(dev)
-        from tqdm.auto import tqdm
-
-        wins = list(iter_tiles(fine.shape, tile, overlap, tile_align(model)))
-        with torch.inference_mode():
-            for win in tqdm(wins, desc="fuse", disable=not progress, unit="tile"):
-                try:
-                    raw = {k: r(win) for k, r in readers_by_key.items()}
-                except DataError as exc:
-                    raise EngineError(str(exc)) from None
-                ok = np.ones(raw["f1"].shape[1:], dtype=bool)
-                for v in raw.values():
-                    ok &= np.isfinite(v).all(0)
-                r0, c0, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
-                valid[r0 : r0 + h, c0 : c0 + w] |= ok
-                batch = {k: torch.from_numpy(fill_invalid(v))[None].to(dev) for k, v in raw.items()}
-                inner, (rs, cs) = crop_halo(win, fine.shape, halo)
-                blender.add(inner, model(batch)[0].float().cpu().numpy()[:, rs, cs])
-        pred = blender.result()
+        preds, _ = predict_scene({model_id: model}, read, fine.shape, bands, device=dev, tile=tile,
+                                 progress=progress, desc="fuse", out={model_id: acc})
+        pred = preds[model_id]
         nodata = fine.nodata
         if nodata is None:
             nodata = float("nan") if np.issubdtype(np.dtype(out_dtype), np.floating) else None
@@ -228,5 +220,5 @@ def fuse_files(
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        del acc, pred, blender
+        del acc, pred, preds
     return out
