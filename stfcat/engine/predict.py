@@ -153,7 +153,7 @@ def predict_scene(
         for k, m in models.items():
             m.train(modes[k])
     if stats is not None:
-        stats.update(tiles=len(wins), core=layout.core, overlap=layout.overlap, align=layout.align,
+        stats.update(tiles=len(wins), core=getattr(layout, "core", None), overlap=layout.overlap, align=layout.align,
                      network_pixels=int(sum(int(w.height) * int(w.width) for w in wins)),
                      scene_pixels=int(shape[0]) * int(shape[1]))
     return {k: b.result() for k, b in blenders.items()}, seconds
