@@ -3,7 +3,10 @@
 The fine reference defines the output grid (shape, CRS, transform, nodata, band descriptions,
 dtype). Coarse inputs on their own grid are resampled (bilinear) onto each fine tile through their
 georeferencing (``stfcat.data.readers.read_resampled``); without georeferencing the ratio follows
-from the image sizes. Each tile's inputs are read as windows; blended tiles accumulate in a
+from the image sizes. Non-trainable methods are built with that ratio (:func:`derive_ratio`,
+``--ratio`` overrides). Prediction is :func:`stfcat.engine.predict.predict_scene`, the predictor
+of ``run`` and ``bench``; invalid input pixels are filled as for every model and the output is
+nodata only where the ``nodata_rule`` says (conventions page, "Output of stfcat fuse"). Each tile's inputs are read as windows; blended tiles accumulate in a
 disk-backed array, so memory grows with the tile size, not the scene. The output is written in the
 fine reference's units and dtype (reflectance / scale) to a temporary file, then moved into place.
 
