@@ -37,6 +37,8 @@ COST_FACTOR = 20
 """The tile core grows to this many times the overlap: ``(core + overlap) / core <= 1.05`` per axis."""
 MAX_TILE = 512
 """Largest tile the growth rule picks (bounds memory, e.g. 128-channel feature maps)."""
+MAX_EXACT_OVERLAP = MAX_TILE // 2
+"""Widest exact overlap (px); beyond it half of every tile would be overlap."""
 
 
 def tile_align(model) -> int:
@@ -46,9 +48,11 @@ def tile_align(model) -> int:
 
 def context(model) -> tuple[int, bool]:
     """``(pixels to crop on an inner tile side, exact)``: the receptive radius for a model that
-    declares one (exact), else its ``halo`` (approximate, blended)."""
+    declares one (exact), else its ``halo`` (approximate, blended). A radius too wide for tiles of
+    bounded memory (``2 * radius > MAX_EXACT_OVERLAP``, e.g. MOST at ratio 16: 751 px through its
+    16-block super-resolution stages) also falls back to ``halo``."""
     rf = getattr(model, "receptive_field", None)
-    if rf is not None:
+    if rf is not None and 2 * int(rf) <= MAX_EXACT_OVERLAP:
         return max(0, int(rf)), True
     return max(0, int(getattr(model, "halo", 0))), False
 
