@@ -14,6 +14,15 @@ For each model, in a fresh subprocess (so ``ru_maxrss`` is that model's own peak
   seconds per step (the deep-model issue's reference: 0.97 s/step for EDCSTFN).
 
 Numbers depend on the machine and its load; compare ratios within one run.
+
+    python benchmarks/run.py --overlap-cost [--models edcstfn] [--shape 1020 860] [--threads N]
+
+The price of seam-free tiles, in one process: the same synthetic in-memory scene predicted by
+``stfcat.engine.predict.predict_scene`` with the default layout (tiles overlapping by twice the
+model's receptive field, cropped, no blend), with non-overlapping tiles of the same core (seamed)
+and with the previous rule (256 px tiles overlapping by ``2 * halo + 8``): network pixels
+processed / scene pixels, forward seconds (best of ``--repeat``) and the ratio to the
+non-overlapping time, and the largest seam (|non-overlapping - default|).
 """
 
 from __future__ import annotations
@@ -170,17 +179,101 @@ def worker(model_id: str, scene: Path, shape: tuple[int, int], threads: int, out
     out_json.write_text(json.dumps(res))
 
 
+class _PreviousLayout:
+    """The rule before receptive fields: 256 px tiles overlapping by ``2 * halo + 8``."""
+
+    def __init__(self, model, tile: int = 256) -> None:
+        from stfcat.engine.predict import tile_align
+
+        halo = int(getattr(model, "halo", 0))
+        self.overlap, self.align, self.tile = 2 * halo + (8 if halo else 0), tile_align(model), tile
+        self.tile = max(tile, 2 * self.overlap + 16, min(3 * self.overlap, 512), self.overlap + self.align)
+
+    def windows(self, shape):
+        from stfcat.data.tiling import iter_tiles
+
+        return list(iter_tiles(shape, self.tile, self.overlap, self.align))
+
+
+def overlap_cost(model_id: str, shape: tuple[int, int], threads: int, repeat: int) -> dict:
+    """Time and pixels of the default (exact) layout against non-overlapping tiles, same run."""
+    import numpy as np
+    import torch
+
+    from stfcat.engine.predict import TileLayout, predict_scene, tile_layout
+    from stfcat.models import create_model, model_info
+    from stfcat.models.base import REQUIRED_KEYS
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model(model_id, bands=BANDS, ratio=RATIO).eval()
+    rng = np.random.default_rng(0)
+    h, w = shape
+    base = np.kron(rng.uniform(0.05, 0.4, (BANDS, -(-h // RATIO), -(-w // RATIO))), np.ones((RATIO, RATIO)))
+    scene = {k: (base[:, :h, :w] + rng.normal(0, 0.02, (BANDS, h, w))).astype(np.float32)
+             for k in REQUIRED_KEYS[model_info(model_id).n_refs]}
+
+    def read(win):
+        r, c, hh, ww = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
+        return {k: v[:, r : r + hh, c : c + ww] for k, v in scene.items()}
+
+    exact = tile_layout(model)
+    layouts = {"default": exact, "non-overlapping": TileLayout(exact.core, 0, exact.align),
+               "previous": _PreviousLayout(model)}
+    res: dict = {"model": model_id, "shape": list(shape), "receptive_field": model.receptive_field,
+                 "core": exact.core, "overlap": exact.overlap}
+    preds = {}
+    best = dict.fromkeys(layouts, float("inf"))
+    for _ in range(repeat):  # interleaved, so a load change on the machine hits every layout
+        for name, lay in layouts.items():
+            stats: dict = {}
+            out, secs = predict_scene({"m": model}, read, shape, BANDS, layout=lay, stats=stats)
+            best[name] = min(best[name], secs["m"])
+            res[f"{name}_pixels_ratio"] = stats["network_pixels"] / stats["scene_pixels"]
+            res[f"{name}_tiles"] = stats["tiles"]
+            preds[name] = out["m"]
+    for name in layouts:
+        res[f"{name}_seconds"] = best[name]
+        res[f"{name}_time_ratio"] = best[name] / best["non-overlapping"]
+    res["seam_max_abs"] = float(np.abs(preds["non-overlapping"] - preds["default"]).max())
+    res["previous_vs_default_max_abs"] = float(np.abs(preds["previous"] - preds["default"]).max())
+    return res
+
+
+def print_overlap_cost(r: dict) -> None:
+    print(f"{r['model']} on {r['shape'][0]}x{r['shape'][1]}x{BANDS}: receptive field {r['receptive_field']} px, "
+          f"default tiles {r['core']}+{r['overlap']} px")
+    print(f"{'layout':<17}{'tiles':>6}{'net px/scene px':>17}{'forward s':>11}{'time / non-overlap':>20}")
+    for name in ("non-overlapping", "default", "previous"):
+        print(f"{name:<17}{r[name + '_tiles']:>6}{r[name + '_pixels_ratio']:>17.3f}{r[name + '_seconds']:>11.2f}"
+              f"{r[name + '_time_ratio']:>20.3f}")
+    print(f"largest seam of non-overlapping tiles: {r['seam_max_abs']:.2e} (reflectance); "
+          f"previous rule vs default: {r['previous_vs_default_max_abs']:.2e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="*", help="model ids (default: every registered model)")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK[0]}x{QUICK[1]} scene instead of {FULL[0]}x{FULL[1]}")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--overlap-cost", action="store_true",
+                    help="time seam-free (overlapping) tiles against non-overlapping ones instead")
+    ap.add_argument("--shape", type=int, nargs=2, default=(1020, 860), metavar=("H", "W"),
+                    help="scene of --overlap-cost (default 1020 860)")
+    ap.add_argument("--repeat", type=int, default=2, help="--overlap-cost: best of this many runs")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     shape = QUICK if args.quick else FULL
+    if args.overlap_cost:
+        rows = [overlap_cost(m, tuple(args.shape), args.threads, args.repeat) for m in (args.models or ["edcstfn"])]
+        for r in rows:
+            print_overlap_cost(r)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return 0
     if args.worker:
         worker(args.worker, args.scene, shape, args.threads, args.result)
         return 0

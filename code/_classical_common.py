@@ -419,6 +419,13 @@ class WindowMethod(FusionModel):
         self.threshold_scope = threshold_scope
 
     @property
+    def receptive_field(self) -> int | None:  # type: ignore[override]
+        # local methods depend on the moving window (halo = its radius, plus coarse-grid steps);
+        # tile-global steps or an image-wide threshold have no finite radius
+        local = self.row_align is not None and self.threshold_scope in (None, "window")
+        return self.halo if local else None
+
+    @property
     def tile_align(self) -> int:  # type: ignore[override]
         # methods with coarse-grid steps (row_align != 1) must not split a coarse pixel
         return 1 if self.row_align == 1 else self.ratio

@@ -124,6 +124,7 @@ class EDCSTFN(FusionModel):
 
     n_refs = 2
     halo = 8
+    receptive_field = 5  # 3x3 convs: 3 in the encoders (in parallel) + 2 in the decoder; the 2-ref weights are per pixel
 
     def __init__(self, bands: int = 6, ratio: int = 16, *, pad: Literal["zeros", "replicate"] = "zeros",
                  alpha: float = 0.8) -> None:

@@ -106,6 +106,7 @@ class MCDNet(FusionModel):
         self.merge = nn.Sequential(_conv(2 * bands + width, width), nn.ReLU(inplace=True), _conv(width, bands))
         # receptive radius: SR 1 + 2*3 + 1 = 8, then DR 4 (CT 2 in parallel), merge 2: 14
         self.halo = 16
+        self.receptive_field = 14  # the radius just derived (dilations 1+2+3 per SR block)
 
     def config(self) -> dict:
         return {**super().config(), "width": self.width}

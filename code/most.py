@@ -66,6 +66,15 @@ class EDSRx4(nn.Module):
         return self.tail(self.up(h + self.body(h)))
 
 
+def most_radius(ratio: int, blocks: int) -> int:
+    """Receptive radius in fine pixels: the pooled block (``ratio``), then per stage with input cells
+    of ``c`` fine px: ``2 * blocks + 3`` 3x3 convs on that grid (head, blocks, body, first up conv),
+    one on the x2 grid, the tail on the x4 grid, and one cell for where a pixel shuffle puts a value.
+    Only meaningful when ``4 ** n_stages(ratio) == ratio`` (otherwise a bilinear resize follows)."""
+    cells = [ratio // 4**s for s in range(n_stages(ratio))]
+    return ratio + sum(c * (2 * blocks + 3) + c // 2 + c // 4 + c for c in cells)
+
+
 def n_stages(ratio: int) -> int:
     k = 1
     while 4**k < ratio:
@@ -104,6 +113,8 @@ class MOST(FusionModel):
             nn.init.zeros_(self.stages_sr[-1].tail.bias)
         self.min_size = 2 * ratio  # at least two native coarse pixels per side
         self.halo = 2 * ratio
+        self.tile_align = ratio  # the native grid starts at the tile origin: keep it on the scene's coarse grid
+        self.receptive_field = most_radius(ratio, blocks) if 4 ** n_stages(ratio) == ratio else None
 
     def config(self) -> dict:
         return {**super().config(), "feats": self.feats, "blocks": self.blocks, "res_scale": self.res_scale,

@@ -143,6 +143,7 @@ class MUSTFN(FusionModel):
 
     n_refs = 2
     halo = 64  # dilated (rate 8 at 1/4 scale) context ~50 px plus the 1/16 pyramid cells
+    receptive_field = None  # channel attention averages over the tile; align_corners resampling of pyramid cells
     min_size = 32  # the 1/16 pyramid level must keep more than one value per channel for BN
 
     def __init__(self, bands: int = 6, ratio: int = 16, *, coarse_bands: int | None = None,

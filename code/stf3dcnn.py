@@ -70,6 +70,7 @@ class STF3DCNN(FusionModel):
         chans = [bands] + [width] * (depth - 1) + [bands]
         self.convs = nn.ModuleList(nn.Conv3d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:], strict=True))
         self.halo = depth + 8
+        self.receptive_field = depth  # depth 3x3x3 convs (radius 1 in space each); the side weight is per pixel
 
     def config(self) -> dict:
         return {**super().config(), "depth": self.depth, "width": self.width, "slope": self.slope}

@@ -113,6 +113,8 @@ class STFDCNN(FusionModel):
         # then SR on the fine grid.
         self.halo = (self.nlm.radius + 3) * self.lsr + self.sr.radius
         self.min_size = 4 * self.lsr
+        self.tile_align = self.lsr  # LSR blocks start at the tile origin: keep them on the scene's LSR grid
+        self.receptive_field = self.halo  # the radius derived just above
         for m in self.modules() if srcnn_init else ():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=1e-3)

@@ -63,6 +63,7 @@ class StfNet(FusionModel):
         self.stream1 = SRCNN3(2 * bands, bands, widths=(32, 16))
         self.stream2 = SRCNN3(2 * bands, bands, widths=(32, 16))
         self.halo = self.stream1.radius + 8
+        self.receptive_field = None  # the side weight averages |C2 - C1| over the whole tile
 
     def config(self) -> dict:
         return {**super().config(), "lam": self.lam, "threshold": self.threshold}

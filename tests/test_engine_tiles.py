@@ -1,31 +1,134 @@
-"""Whole-scene prediction in tiles: methods with coarse-grid steps get tiles on the coarse grid."""
+"""The whole-scene predictor: tiles overlapping by the receptive field give the whole-scene
+prediction, for every registered model that declares a finite receptive field."""
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import replace
+
 import numpy as np
+import pytest
 import torch
 
-from stfcat.engine.predict import predict_windows
-from stfcat.models import create_model
+from stfcat.engine.predict import TileLayout, predict_scene, tile_layout
+from stfcat.models import create_model, list_models, model_info
+from stfcat.models.base import REQUIRED_KEYS
+
+RATIO = 4
+BANDS = 3
+CORE = 16  # small tile cores, so even a tiny scene is cut into many tiles
+MODELS = [m for m in list_models() if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
+# smallest settings that keep each model's structure (fewer channels / blocks, a 7 px window)
+SMALL = {"window": 7, "width": 8, "feats": 8, "blocks": 1}
+# ESTARFM's regression slopes come from float32 window sums (cumulative sums over the tile): their
+# rounding depends on a pixel's offset in the tile, ~2e-5 here whatever the overlap (it is not a
+# context cut: 10 px more overlap leaves the same size of difference)
+ATOL = {"estarfm": 1e-4}
 
 
-def test_fitfc_in_aligned_tiles_equals_whole_scene() -> None:
-    # Fit-FC averages ratio x ratio blocks: a tile origin off the coarse grid would change them
-    ratio, h, w = 4, 230, 150
-    g = torch.Generator().manual_seed(3)
-    base = torch.rand(3, h // 10 + 1, w // 10 + 1, generator=g) * 0.3 + 0.05
-    f1 = base.repeat_interleave(10, 1).repeat_interleave(10, 2)[:, :h, :w] + torch.rand(3, h, w, generator=g) * 0.01
-    up = lambda x: x.repeat_interleave(ratio, 1).repeat_interleave(ratio, 2)[:, :h, :w]  # noqa: E731
-    cc1 = torch.nn.functional.avg_pool2d(f1[None], ratio, ceil_mode=True)[0]
-    c1, c2 = up(cc1), up(cc1 * 1.1 + 0.01 * torch.rand(cc1.shape, generator=g))
-    scene = {"f1": f1.numpy(), "c1": c1.numpy(), "c2": c2.numpy()}
-    model = create_model("fitfc", bands=3, ratio=ratio, window=9, n_similar=8)
-    assert model.tile_align == ratio
+def _tiny(name: str):
+    params = inspect.signature(model_info(name).cls.__init__).parameters
+    torch.manual_seed(0)
+    return create_model(name, bands=BANDS, ratio=RATIO, **{k: v for k, v in SMALL.items() if k in params}).eval()
 
+
+def _scene(shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Fine images with texture; coarse ones are exact block means on the fine grid (ratio 4)."""
+    g = np.random.default_rng(seed)
+    h, w = shape
+    hc, wc = -(-h // RATIO), -(-w // RATIO)
+
+    def fine():
+        base = np.kron(g.uniform(0.05, 0.4, (BANDS, hc // 2 + 1, wc // 2 + 1)), np.ones((2 * RATIO, 2 * RATIO)))
+        return (base[:, :h, :w] + g.normal(0, 0.02, (BANDS, h, w))).astype(np.float32)
+
+    def coarse(f):
+        pad = np.pad(f, ((0, 0), (0, hc * RATIO - h), (0, wc * RATIO - w)), mode="edge")
+        means = pad.reshape(BANDS, hc, RATIO, wc, RATIO).mean((2, 4))
+        return np.kron(means, np.ones((RATIO, RATIO)))[:, :h, :w].astype(np.float32)
+
+    f1, f2, f3 = fine(), fine(), fine()
+    return {"f1": f1, "c1": coarse(f1), "c2": coarse(f2), "f3": f3, "c3": coarse(f3)}
+
+
+def _reader(scene):
     def read(win):
         r, c, hh, ww = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
         return {k: v[:, r : r + hh, c : c + ww] for k, v in scene.items()}
 
-    tiled = predict_windows(model, read, (h, w), 3, tile=64)
-    whole = model({k: torch.from_numpy(v)[None] for k, v in scene.items()})[0].numpy()
-    np.testing.assert_allclose(tiled, whole, atol=2e-6)
+    return read
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tiled_prediction_equals_whole_scene(name: str) -> None:
+    model = _tiny(name)
+    if model.receptive_field is None:
+        pytest.skip(f"{name} declares no finite receptive field (global statistics or non-equivariant resampling)")
+    layout = replace(tile_layout(model), core=max(CORE, model.tile_align))
+    shape = (layout.overlap + 3 * layout.core + 5, layout.overlap + 2 * layout.core + 3)
+    scene = _scene(shape)
+    stats: dict = {}
+    preds, _ = predict_scene({name: model}, _reader(scene), shape, BANDS, layout=layout, stats=stats)
+    assert stats["tiles"] >= 6, stats  # really tiled (3 x 2 or more), so the comparison can fail
+    keys = REQUIRED_KEYS[model_info(name).n_refs]
+    with torch.no_grad():
+        whole = model({k: torch.from_numpy(scene[k])[None] for k in keys})[0].numpy()
+    np.testing.assert_allclose(preds[name], whole, atol=ATOL.get(name, 1e-5), rtol=0)
+
+
+def test_tiles_cut_by_less_than_the_receptive_field_show_seams() -> None:
+    """The equality above can fail: tiles that overlap by less than 2 x the radius differ."""
+    model = _tiny("edcstfn")
+    shape = (70, 52)
+    scene = _scene(shape)
+    whole = model({k: torch.from_numpy(scene[k])[None] for k in REQUIRED_KEYS[2]})[0].detach().numpy()
+    thin = TileLayout(core=CORE, overlap=2 * model.receptive_field - 2)
+    preds, _ = predict_scene({"m": model}, _reader(scene), shape, BANDS, layout=thin)
+    assert np.abs(preds["m"] - whole).max() > 1e-4
+
+
+def test_several_models_share_one_read_per_tile() -> None:
+    """Models with different radii in one pass (as `stfcat run` predicts with its baselines) each
+    equal their own whole-scene prediction, and every tile is read once."""
+    models = {"edcstfn": _tiny("edcstfn"), "delta": _tiny("delta"), "fitfc": _tiny("fitfc")}
+    layout = replace(tile_layout(models), core=CORE)
+    shape = (layout.overlap + 2 * CORE + 7, layout.overlap + 2 * CORE + 1)
+    scene = _scene(shape)
+    reads = []
+
+    def read(win):
+        reads.append(win)
+        return _reader(scene)(win)
+
+    preds, secs = predict_scene(models, read, shape, BANDS, layout=layout)
+    assert len(reads) == len(layout.windows(shape)) >= 4 and set(secs) == set(models)
+    for k, m in models.items():
+        keys = REQUIRED_KEYS[m.n_refs]
+        with torch.no_grad():
+            whole = m({kk: torch.from_numpy(scene[kk])[None] for kk in keys})[0].numpy()
+        np.testing.assert_allclose(preds[k], whole, atol=1e-5, rtol=0, err_msg=k)
+
+
+@pytest.mark.parametrize("shape", [(2040, 1720), (1020, 860)])
+def test_default_layout_costs_at_most_ten_percent_for_edcstfn(shape) -> None:
+    """The overlap's price in network pixels (the time is measured by benchmarks/run.py)."""
+    model = create_model("edcstfn", bands=6, ratio=16)
+    layout = tile_layout(model)
+    wins = layout.windows(shape)
+    network = sum(int(w.height) * int(w.width) for w in wins)
+    assert layout.overlap == 2 * model.receptive_field
+    assert network / (shape[0] * shape[1]) <= 1.10, (layout, network)
+
+
+@pytest.mark.parametrize("shape,core,overlap,align", [((230, 150), 16, 10, 1), ((97, 61), 20, 8, 4),
+                                                      ((64, 64), 64, 0, 1), ((300, 33), 50, 24, 8)])
+def test_even_tiles_cover_after_cropping_half_the_overlap(shape, core, overlap, align) -> None:
+    from stfcat.engine.predict import crop_halo
+
+    wins = TileLayout(core, overlap, align).windows(shape)
+    hits = np.zeros(shape, dtype=int)
+    for w in wins:
+        assert int(w.row_off) % align == 0 and int(w.col_off) % align == 0
+        inner, _ = crop_halo(w, shape, overlap // 2)
+        hits[int(inner.row_off) : int(inner.row_off + inner.height), int(inner.col_off) : int(inner.col_off + inner.width)] += 1
+    assert hits.min() >= 1

@@ -99,6 +99,9 @@ def fuse_cmd(
     tile: Annotated[int, typer.Option(help="Tile size in fine pixels.", min=16)] = 256,
     device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    ratio: Annotated[int | None, typer.Option("--ratio", help="Fine pixels per coarse pixel (default: coarse pixel size / fine pixel size from the inputs' georeferencing).")] = None,
+    min_valid: Annotated[float, typer.Option("--min-valid", help="Warn when an input has a smaller fraction of valid pixels (0..1); an input with none is an error.")] = 0.5,
+    nodata_rule: Annotated[str, typer.Option("--nodata-rule", help="Output nodata where no input is valid (no-input) or where any input is invalid (any-input).")] = "no-input",
     catalog: CatalogOpt = None,
 ) -> None:
     """Fuse your own scenes (GeoTIFF or ENVI) with a model; coarse images may be on their own grid."""
@@ -110,7 +113,8 @@ def fuse_cmd(
         path = fuse_files(model, fine_ref=fine_ref, coarse_ref=coarse_ref, coarse_target=coarse_target,
                           fine_ref2=fine_ref2, coarse_ref2=coarse_ref2, out=output, weights=weights, scale=scale,
                           tile=tile, device=device.value, overwrite=overwrite, progress=True,
-                          catalog=catalog)
+                          catalog=catalog, ratio=ratio, min_valid=min_valid, nodata_rule=nodata_rule,
+                          warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     typer.echo(f"wrote {path}")

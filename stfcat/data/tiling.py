@@ -60,6 +60,40 @@ def iter_tiles(shape: tuple[int, int], tile: int, overlap: int = 0, align: int =
             yield Window(c, r, width, height)
 
 
+def _even_starts(size: int, core: int, overlap: int, align: int) -> tuple[list[int], int]:
+    """Tile starts along one axis and the tile length: as few tiles as ``core`` allows, spread
+    evenly (stride = the smallest multiple of ``align`` that covers the axis in that many tiles),
+    so the overlap costs ``(n - 1) * overlap`` pixels and no more."""
+    if size <= core + overlap:
+        return [0], size
+    n = -(-(size - overlap) // core)
+    stride = -(-(size - overlap) // n)
+    stride = -(-stride // align) * align
+    tile = stride + overlap
+    last = max(0, (size - tile) // align * align)  # the last tile ends at the border, full length
+    return sorted({min(i * stride, last) for i in range(n)}), tile
+
+
+def iter_even_tiles(shape: tuple[int, int], core: int, overlap: int = 0, align: int = 1) -> Iterator:
+    """Yield windows covering ``shape`` with ``ceil((size - overlap) / core)`` tiles per axis, each
+    ``stride + overlap`` long (``stride <= core`` rounded up to ``align``) and overlapping its
+    neighbour by at least ``overlap`` pixels; origins fall on multiples of ``align`` and the last
+    tile of a row or column ends at the border. Consecutive starts are at most ``stride`` apart,
+    so cropping up to ``overlap // 2`` pixels from each inner side still covers every pixel."""
+    from rasterio.windows import Window
+
+    if core < 1 or overlap < 0 or align < 1:
+        raise ValueError(f"need core >= 1, overlap >= 0, align >= 1; got {core}, {overlap}, {align}")
+    h, w = int(shape[0]), int(shape[1])
+    rows, th = _even_starts(h, core, overlap, align)
+    cols, tw = _even_starts(w, core, overlap, align)
+    for i, r in enumerate(rows):
+        height = h - r if i == len(rows) - 1 else th
+        for j, c in enumerate(cols):
+            width = w - c if j == len(cols) - 1 else tw
+            yield Window(c, r, width, height)
+
+
 def ramp_weights(height: int, width: int, overlap: int) -> np.ndarray:
     """Blending weights of one tile: a linear ramp over ``overlap`` pixels from each border."""
     if overlap <= 0:

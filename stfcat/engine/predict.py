@@ -1,27 +1,44 @@
-"""Whole-scene prediction with the tiled reader: bounded memory, seamless blending."""
+"""The one whole-scene predictor (``run``, ``bench`` and ``fuse`` all call :func:`predict_scene`).
+
+A scene is cut into tiles that overlap by what the models need, each tile's inputs are read as
+windows, and the tile predictions are put back together with bounded memory (only the output is
+scene-sized; pass a ``numpy.memmap`` to keep even that on disk).
+
+How much overlap: a model whose output at a pixel depends only on inputs within
+``receptive_field`` fine pixels (and, for models with coarse-grid steps, whose tiles start on
+multiples of ``tile_align``) gives the same value in a tile as in the whole scene at every pixel at
+least that far from a cut tile side. So tiles overlap by ``2 * receptive_field``, each tile's
+prediction loses ``receptive_field`` pixels on its inner sides, and the kept parts tile the scene:
+exact, seam-free, no blending. A model that declares no finite receptive field (``None``: global
+statistics, attention over the tile, resampling that is not shift-equivariant) keeps the older,
+approximate rule: ``halo`` pixels cropped plus :data:`BLEND` pixels of linear cross-fade.
+
+Cost: with ``n`` tiles per axis the network sees ``(n - 1) * overlap`` extra pixels per axis.
+Tiles are spread evenly (:func:`stfcat.data.tiling.iter_even_tiles`) and their core (``tile``,
+default 256 px) grows to :data:`COST_FACTOR` x the overlap (up to :data:`MAX_TILE`), which keeps
+the extra network pixels near ``2 / COST_FACTOR`` (about 10 %) for overlaps up to ~24 px.
+``benchmarks/run.py --overlap-cost`` measures it against non-overlapping tiles.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 DEFAULT_TILE = 256
-
-
-def tile_layout(shape: tuple[int, int], model, tile: int = DEFAULT_TILE) -> tuple[int, int]:
-    """``(tile, overlap)`` for ``model``: tiles overlap by ``2 * halo + BLEND`` so that, after
-    :func:`crop_halo` drops the ``halo`` pixels whose context was cut, neighbours still share
-    ``BLEND`` pixels to cross-fade (exact for a model whose receptive radius is <= halo). The tile
-    is at least ``model.min_size`` and grows towards 3x the overlap (up to 512 px)."""
-    halo = int(getattr(model, "halo", 0))
-    overlap = 2 * halo + (BLEND if halo else 0)
-    # wide halos (e.g. 96 px) would make 256 px tiles mostly overlap: grow the tile towards 3x the
-    # overlap (at most 512 px: stfdcnn's peak memory on a 2040x1720x6 scene stays near 1 GB)
-    tile = max(tile, int(getattr(model, "min_size", 1)), 2 * overlap + 16, min(3 * overlap, 512))
-    tile = max(tile, overlap + tile_align(model))
-    return tile, overlap
+BLEND = 8
+"""Cross-fade width (pixels) for models without a finite receptive field."""
+COST_FACTOR = 20
+"""The tile core grows to this many times the overlap: ``(core + overlap) / core <= 1.05`` per axis."""
+MAX_TILE = 512
+"""Largest tile the growth rule picks (bounds memory, e.g. 128-channel feature maps)."""
+MAX_EXACT_OVERLAP = MAX_TILE // 2
+"""Widest exact overlap (px); beyond it half of every tile would be overlap."""
 
 
 def tile_align(model) -> int:
@@ -29,8 +46,44 @@ def tile_align(model) -> int:
     return max(1, int(getattr(model, "tile_align", 1)))
 
 
-BLEND = 8
-"""Pixels over which neighbouring tiles cross-fade, beyond the halo cropped from each side."""
+def context(model) -> tuple[int, bool]:
+    """``(pixels to crop on an inner tile side, exact)``: the receptive radius for a model that
+    declares one (exact), else its ``halo`` (approximate, blended). A radius too wide for tiles of
+    bounded memory (``2 * radius > MAX_EXACT_OVERLAP``, e.g. MOST at ratio 16: 751 px through its
+    16-block super-resolution stages) also falls back to ``halo``."""
+    rf = getattr(model, "receptive_field", None)
+    if rf is not None and 2 * int(rf) <= MAX_EXACT_OVERLAP:
+        return max(0, int(rf)), True
+    return max(0, int(getattr(model, "halo", 0))), False
+
+
+def overlap_needed(model) -> int:
+    crop, exact = context(model)
+    return 2 * crop if exact or crop == 0 else 2 * crop + BLEND
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Tiles of ``core + overlap`` px (roughly; see ``iter_even_tiles``) on multiples of ``align``."""
+
+    core: int
+    overlap: int
+    align: int = 1
+
+    def windows(self, shape: tuple[int, int]) -> list:
+        from stfcat.data.tiling import iter_even_tiles
+
+        return list(iter_even_tiles(shape, self.core, self.overlap, self.align))
+
+
+def tile_layout(models: Mapping[str, Any] | Any, tile: int = DEFAULT_TILE) -> TileLayout:
+    """The layout that serves every model of ``models`` (a dict, or one model)."""
+    ms = list(models.values()) if isinstance(models, Mapping) else [models]
+    overlap = max(overlap_needed(m) for m in ms)
+    align = math.lcm(*(tile_align(m) for m in ms))
+    min_size = max(int(getattr(m, "min_size", 1)) for m in ms)
+    core = max(int(tile), min(COST_FACTOR * overlap, MAX_TILE - overlap), min_size - overlap, align, 1)
+    return TileLayout(core=core, overlap=overlap, align=align)
 
 
 def crop_halo(win, shape: tuple[int, int], halo: int):
@@ -47,9 +100,15 @@ def crop_halo(win, shape: tuple[int, int], halo: int):
             (slice(top, h - bottom), slice(left, w - right)))
 
 
-def predict_windows(
-    model,
-    read: Callable[[Any], dict[str, np.ndarray]],
+def _needed(model) -> tuple[str, ...]:
+    from stfcat.models.base import REQUIRED_KEYS
+
+    return REQUIRED_KEYS[int(getattr(model, "n_refs", 1))]
+
+
+def predict_scene(
+    models: Mapping[str, Any],
+    read: Callable[[Any], Mapping[str, np.ndarray]],
     shape: tuple[int, int],
     bands: int,
     *,
@@ -57,88 +116,85 @@ def predict_windows(
     tile: int = DEFAULT_TILE,
     progress: bool = False,
     desc: str = "predict",
-    out: np.ndarray | None = None,
-    windows: Iterable | None = None,
-) -> np.ndarray:
-    """Predict a ``shape`` scene: ``read(window)`` gives the inputs of one window (B, h, w) arrays;
-    tiles are blended by :class:`stfcat.data.tiling.TileBlender`. ``out`` may be a memmap."""
+    out: Mapping[str, np.ndarray] | None = None,
+    layout: TileLayout | None = None,
+    stats: dict[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Predict a ``shape`` scene with every model of ``models``, reading each tile once.
+
+    ``read(window)`` returns the (filled, finite) inputs of one window as ``(B, h, w)`` arrays by
+    key (``f1``, ``c1``, ``c2`` ...); each model gets the keys it needs. ``out`` may give the
+    output array (e.g. a memmap) of some models. Returns ``(prediction by model, seconds spent in
+    each model's forward)``. ``stats``, if given, receives the layout and the pixel counts
+    (``network_pixels`` / ``scene_pixels`` is what the overlap costs)."""
     import torch
     from tqdm.auto import tqdm
 
-    from stfcat.data.tiling import TileBlender, iter_tiles
+    from stfcat.data.tiling import TileBlender
 
-    tile, overlap = tile_layout(shape, model, tile)
-    halo = int(getattr(model, "halo", 0))
-    wins = list(windows) if windows is not None else list(iter_tiles(shape, tile, overlap, tile_align(model)))
-    blender = TileBlender(shape, bands, overlap - 2 * halo, out=out)
-    device = torch.device(device)
-    was_training = model.training
-    model.eval().to(device)
-    with torch.inference_mode():
-        for win in tqdm(wins, desc=desc, disable=not progress, leave=False, unit="tile"):
-            inputs = read(win)
-            batch = {k: torch.from_numpy(np.ascontiguousarray(v))[None].to(device) for k, v in inputs.items()}
-            pred = model(batch)[0].float().cpu().numpy()
-            inner, (rs, cs) = crop_halo(win, shape, halo)
-            blender.add(inner, pred[:, rs, cs])
-    model.train(was_training)
-    return blender.result()
+    layout = layout or tile_layout(models, tile)
+    crops = {k: min(context(m)[0], layout.overlap // 2) for k, m in models.items()}
+    out = out or {}
+    blenders = {k: TileBlender(shape, bands, layout.overlap - 2 * crops[k], out=out.get(k)) for k in models}
+    seconds = dict.fromkeys(models, 0.0)
+    dev = torch.device(device)
+    modes = {k: m.training for k, m in models.items()}
+    for m in models.values():
+        m.eval().to(dev)
+    wins = layout.windows(shape)
+    try:
+        with torch.inference_mode():
+            for win in tqdm(wins, desc=desc, disable=not progress, leave=False, unit="tile"):
+                inputs = read(win)
+                batch = {k: torch.from_numpy(np.ascontiguousarray(v))[None].to(dev) for k, v in inputs.items()}
+                for k, m in models.items():
+                    t0 = time.perf_counter()
+                    pred = m({kk: batch[kk] for kk in _needed(m) if kk in batch})[0].float().cpu().numpy()
+                    seconds[k] += time.perf_counter() - t0
+                    inner, (rs, cs) = crop_halo(win, shape, crops[k])
+                    blenders[k].add(inner, pred[:, rs, cs])
+    finally:
+        for k, m in models.items():
+            m.train(modes[k])
+    if stats is not None:
+        stats.update(tiles=len(wins), core=getattr(layout, "core", None), overlap=layout.overlap, align=layout.align,
+                     network_pixels=int(sum(int(w.height) * int(w.width) for w in wins)),
+                     scene_pixels=int(shape[0]) * int(shape[1]))
+    return {k: b.result() for k, b in blenders.items()}, seconds
+
+
+def predict_windows(model, read: Callable[[Any], Mapping[str, np.ndarray]], shape: tuple[int, int], bands: int,
+                    *, device: Any = "cpu", tile: int = DEFAULT_TILE, progress: bool = False, desc: str = "predict",
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """One model over a scene: :func:`predict_scene` for a single model."""
+    preds, _ = predict_scene({"model": model}, read, shape, bands, device=device, tile=tile, progress=progress,
+                             desc=desc, out={"model": out} if out is not None else None)
+    return preds["model"]
 
 
 def predict_case_multi(models: dict[str, Any], case, *, device: Any = "cpu", tile: int = DEFAULT_TILE,
-                       progress: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray, dict[str, float]]:
+                       progress: bool = False, stats: dict[str, Any] | None = None,
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray, dict[str, float]]:
     """Predict one case with several models, reading each tile once.
 
     Returns ``(predictions by model id, target (B,H,W) with NaN or None, valid mask (H,W),
-    seconds spent in each model's forward)``. The tile layout is the widest any model needs."""
-    import math
-    import time
-
-    import torch
-    from tqdm.auto import tqdm
-
-    from stfcat.data.tiling import TileBlender, iter_tiles
-
+    seconds spent in each model's forward)``. The tile layout serves every model."""
     series = case.series
     shape, bands = series.shape, len(series.bands)
-    layouts = {k: tile_layout(shape, m, tile) for k, m in models.items()}
-    t_size = max(t for t, _ in layouts.values())
-    overlap = max(o for _, o in layouts.values())
-    align = math.lcm(*(tile_align(m) for m in models.values()))
-    t_size = max(t_size, overlap + align)
-    halos = {k: int(getattr(m, "halo", 0)) for k, m in models.items()}
-    blenders = {k: TileBlender(shape, bands, overlap - 2 * halos[k]) for k in models}
     target = np.full((bands, *shape), np.nan, dtype=np.float32) if case.has_target else None
     valid = np.zeros(shape, dtype=bool)
-    seconds = dict.fromkeys(models, 0.0)
-    device = torch.device(device)
-    modes = {k: m.training for k, m in models.items()}
-    for m in models.values():
-        m.eval().to(device)
-    wins = list(iter_tiles(shape, t_size, overlap, align))
-    with torch.inference_mode():
-        for win in tqdm(wins, desc=f"predict {case.target_date}", disable=not progress, leave=False, unit="tile"):
-            inputs, tgt, val = case.read(win)
-            r, c, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
-            if target is not None:
-                target[:, r : r + h, c : c + w] = tgt
-            valid[r : r + h, c : c + w] = val
-            batch = {k: torch.from_numpy(np.ascontiguousarray(v))[None].to(device) for k, v in inputs.items()}
-            for k, m in models.items():
-                t0 = time.perf_counter()
-                out = m({kk: batch[kk] for kk in batch if kk in _needed(m)})[0].float().cpu().numpy()
-                seconds[k] += time.perf_counter() - t0
-                inner, (rs, cs) = crop_halo(win, shape, halos[k])
-                blenders[k].add(inner, out[:, rs, cs])
-    for k, m in models.items():
-        m.train(modes[k])
-    return {k: b.result() for k, b in blenders.items()}, target, valid, seconds
 
+    def read(win):
+        inputs, tgt, val = case.read(win)
+        r, c, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
+        if target is not None:
+            target[:, r : r + h, c : c + w] = tgt
+        valid[r : r + h, c : c + w] = val
+        return inputs
 
-def _needed(model) -> tuple[str, ...]:
-    from stfcat.models.base import REQUIRED_KEYS
-
-    return REQUIRED_KEYS[int(getattr(model, "n_refs", 1))]
+    preds, seconds = predict_scene(models, read, shape, bands, device=device, tile=tile, progress=progress,
+                                   desc=f"predict {case.target_date}", stats=stats)
+    return preds, target, valid, seconds
 
 
 def predict_case(model, case, *, device: Any = "cpu", tile: int = DEFAULT_TILE, progress: bool = False,
@@ -147,8 +203,7 @@ def predict_case(model, case, *, device: Any = "cpu", tile: int = DEFAULT_TILE, 
     series = case.series
 
     def read(win):
-        inputs, _, _ = case.read(win)
-        return inputs
+        return case.read(win)[0]
 
     return predict_windows(model, read, series.shape, len(series.bands), device=device, tile=tile,
                            progress=progress, desc=f"predict {case.target_date}", out=out)

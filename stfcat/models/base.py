@@ -114,12 +114,20 @@ class FusionModel(nn.Module):
 
     Subclasses set ``n_refs`` (1 or 2) and ``trainable``, take ``bands`` and ``ratio`` in
     ``__init__`` and implement ``forward``. ``halo`` is the context (fine pixels) a prediction
-    needs on each side: the tiled whole-scene predictor overlaps tiles by at least this much.
+    needs on each side for models without a finite ``receptive_field`` (then the tiled predictor
+    crops ``halo`` and blends); ``receptive_field`` is the exact radius when there is one.
     """
 
     n_refs: ClassVar[int] = 1
     trainable: ClassVar[bool] = True
     halo: int = 16
+    receptive_field: int | None = None
+    """Radius (fine pixels) of the inputs one output pixel depends on, derived from the architecture
+    (kernel sizes, dilations, strides, windows), given tile origins on multiples of ``tile_align``.
+    With it, tiles overlap by exactly ``2 * receptive_field`` and the tiled prediction equals the
+    whole-scene one (tested for every registered model). ``None``: no finite bound (global
+    statistics, attention over the tile, resampling that is not shift-equivariant); the predictor
+    then crops ``halo`` and cross-fades, which is approximate."""
     min_size: int = 32
     """Smallest tile side (fine pixels) the model accepts, e.g. for pooling/downsampling depth."""
     tile_align: int = 1

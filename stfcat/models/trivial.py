@@ -19,6 +19,7 @@ from .registry import register_model
 class _Trivial(FusionModel):
     trainable = False
     halo = 0
+    receptive_field = 0  # per-pixel arithmetic
 
 
 @register_model("copy-f1", paper=None, family="trivial", params=0)
