@@ -234,7 +234,7 @@ def paper_tags(p: Paper) -> list[str]:
 
 
 def _fetch_command(d: Dataset) -> str | None:
-    if d.access.kind == "direct" or d.access.kind == "embedded":
+    if d.access.kind in ("direct", "embedded", "mirror"):
         return f"stfcat fetch {d.id}"
     if d.access.kind == "manual":
         return f"stfcat fetch {d.id} --from ARCHIVE"
