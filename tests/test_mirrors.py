@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_data_helpers import Server, tif_bytes
+from test_data_helpers import REAL, Server, dataset_yaml, tif_bytes
 from typer.testing import CliRunner
 
 from stfcat.catalog import load_catalog
@@ -251,3 +251,42 @@ def test_cli_fetch_shows_source_and_licence(tmp_path, server):
     server.routes[_route(m, p)] = ("ok", b"junk")
     r = CliRunner().invoke(app, ["fetch", "wuhan", "--dir", str(tmp_path / "e"), "--catalog", str(cat)])
     assert r.exit_code == 1 and p in r.output and "Traceback" not in r.output
+
+
+def test_real_cia_geotiffs_through_a_mirror(tmp_path, server):
+    """Real CIA Landsat-7/MODIS GeoTIFFs (float reflectance, UTM, 6 bands) served as a mirror: the
+    facts the catalog leaves open are read from them."""
+    import rasterio
+
+    src = REAL / "cia-e2starfm-250"
+    if not src.is_dir():
+        pytest.skip(f"real test data absent: {src} (the shared fixtures live in ../shared/data/real)")
+    repo, commit = "someone/cia-copy", "0123456789abcdef0123456789abcdef01234567"
+    files = []
+    for p in sorted(src.glob("*.tif")):
+        data = p.read_bytes()
+        path = f"TestData/{p.name.replace('-', '_')}"
+        server.routes[f"/{repo}/{commit}/{path}"] = ("ok", data)
+        files.append({"path": path, "blob_sha1": blob_sha1(data), "role": "fine" if p.name[0] == "L" else "coarse",
+                      "date": p.stem[2:]})
+    cat = tmp_path / "catalog"
+    dates = sorted({f["date"] for f in files})
+    sensor = {"name": "s", "resolution": {"value": 30, "unit": "m"}, "bands": []}
+    dataset_yaml(cat, "real-crop", {"kind": "mirror", "mirror": {
+        "repository": repo, "commit": commit, "licence": "GPL-3.0", "what": "a crop", "files": files}},
+        fine=sensor, coarse={**sensor, "resolution": {"value": 500, "unit": "m"}}, scale_factor=None,
+        coarse_on_fine_grid=None, dates=dates, n_dates=len(dates))
+    fetch("real-crop", catalog=cat, data_dir=tmp_path / "d", progress=False, retries=0)
+    man = read_manifest(tmp_path / "d" / "real-crop")
+    assert man.dates == ["2001-10-08", "2001-10-17", "2001-11-02"]
+    assert man.bands == [f"b{i}" for i in range(1, 7)] and man.shape == (250, 250) and man.crs == "EPSG:32755"
+    assert man.scale_factor == 1.0 and "stored as reflectance" in man.source["read"]["scale"]
+    assert all(p.coarse.grid == "fine" and p.coarse.scale_factor is None for p in man.pairs)
+    s = load_series("real-crop", data_dir=tmp_path / "d", catalog=cat)
+    from stfcat.data.readers import apply_reading_rule
+
+    with rasterio.open(src / "L_2001-10-17.tif") as ref:  # the values arrive unchanged (reading rule applied)
+        expected = apply_reading_rule(ref.read(), 1.0, None)
+    got = s.read_fine("2001-10-17")
+    assert np.isfinite(got).mean() > 0.9
+    np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
