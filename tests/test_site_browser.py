@@ -299,6 +299,23 @@ def test_leaderboard_chart_has_one_mark_per_row(served, browser, tmp_path: Path)
     ssim = browser.find_element(By.CSS_SELECTOR, 'svg.stfcat-chart[data-metric="ssim"][data-dataset="demo"]')
     assert len(ssim.find_elements(By.CSS_SELECTOR, "g[data-method]")) == len(rows)
     _shot(browser, tmp_path, "leaderboard-chart")
+    # the dataset's own page shows the same chart
+    browser.get(base + "datasets/demo.html")
+    chart = browser.find_element(By.CSS_SELECTOR, 'svg.stfcat-chart[data-metric="rmse"]')
+    assert chart.is_displayed() and len(chart.find_elements(By.CSS_SELECTOR, "g[data-method]")) == len(rows)
+
+
+def test_mirrored_dataset_page_lists_the_pinned_files(served, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, catalog = served
+    ds = catalog.datasets["ahb"]
+    browser.get(base + "datasets/ahb.html")
+    text = browser.find_element(By.TAG_NAME, "article").text
+    assert "stfcat fetch ahb" in text and ds.access.mirror.repository in text and ds.access.mirror.licence in text
+    browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "details table tbody td:first-child")]
+    assert cells == [f.path for f in ds.access.mirror.files]  # shown verbatim (no stray backslashes)
 
 
 def test_model_section_shows_quicklook_and_untrained_vs_trained(served, browser, tmp_path: Path) -> None:

@@ -372,9 +372,10 @@ def pages(site: Site, env: jinja2.Environment | None = None) -> dict[str, str]:
     for group, label in GROUPS.items():
         put(f"groups/{group}.md", "group.md.j2", group=group, label=label,
             views=[v for v in site.datasets if v.d.group.value == group])
+    tables = _leaderboard_tables(site)
     for v in site.datasets:
-        put(f"datasets/{v.d.id}.md", "dataset.md.j2", v=v)
-    put("models.md", "models.md.j2", tables=_leaderboard_tables(site))
+        put(f"datasets/{v.d.id}.md", "dataset.md.j2", v=v, tables=[t for t in tables if t["dataset"] == v.d.id])
+    put("models.md", "models.md.j2", tables=tables)
     put("conventions.md", "conventions.md.j2", text=_doc(site, "conventions"))
     put("data-manifest.md", "manifest.md.j2", text=_doc(site, "manifest"))
     put("contributing.md", "contributing.md.j2", text=_doc(site, "contributing"))
