@@ -26,6 +26,8 @@ from pydantic import (
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _check_id(value: str) -> str:
@@ -185,12 +187,46 @@ class RemoteFile(_Strict):
     )
 
 
-class Access(_Strict):
-    """How to get the data: ``direct`` (files below), ``manual`` (instructions, then
-    ``stfcat fetch ID --from ARCHIVE``) or ``external`` (catalog-only)."""
+class MirrorFile(_Strict):
+    """One file of a public git repository, pinned by its git blob SHA-1 (a content hash)."""
 
-    kind: Literal["direct", "manual", "external", "embedded"]
+    path: str = Field(description="path inside the repository (POSIX), also its path under files/")
+    blob_sha1: str = Field(
+        pattern=SHA1_RE.pattern, description="git blob SHA-1: sha1(b'blob <size>\\0' + content)"
+    )
+    role: Literal["fine", "coarse", "header", "fine-stack", "coarse-stack", "other"]
+    date: IsoDate | None = Field(None, description="acquisition date as the repository's file name states it")
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or "\\" in value or ".." in value.split("/") or not value:
+            raise ValueError(f"path {value!r} must be a relative POSIX path inside the repository")
+        return value
+
+
+class Mirror(_Strict):
+    """A copy of the data in a public GitHub repository at a fixed commit (``stfcat fetch`` downloads
+    ``https://raw.githubusercontent.com/<repository>/<commit>/<path>`` and checks every blob hash)."""
+
+    repository: str = Field(pattern=REPO_RE.pattern, description="owner/name on GitHub")
+    commit: str = Field(pattern=SHA1_RE.pattern)
+    licence: str = Field(description="the repository's licence (the imagery belongs to its publishers)")
+    what: str = Field(description="what the copy is: full set, crop, arrays; which dates")
+    files: list[MirrorFile] = Field(min_length=1)
+    dates_from: Slug | None = Field(
+        None, description="for date-less array stacks: the dataset whose dates the time axis follows, used only "
+        "when the number of steps matches",
+    )
+
+
+class Access(_Strict):
+    """How to get the data: ``direct`` (files below), ``mirror`` (a commit-pinned GitHub copy),
+    ``manual`` (instructions, then ``stfcat fetch ID --from ARCHIVE``) or ``external`` (catalog-only)."""
+
+    kind: Literal["direct", "mirror", "manual", "external", "embedded"]
     files: list[RemoteFile] = Field(default_factory=list)
+    mirror: Mirror | None = None
     instructions: str | None = None
     layout: str | None = Field(None, description="importer id that normalises the files into a manifest")
 
@@ -198,6 +234,10 @@ class Access(_Strict):
     def _consistent(self) -> Access:
         if self.kind == "direct" and not self.files:
             raise ValueError("access.kind 'direct' needs at least one file with url and sha256")
+        if self.kind == "mirror" and self.mirror is None:
+            raise ValueError("access.kind 'mirror' needs a 'mirror' (repository, commit, files)")
+        if self.kind != "mirror" and self.mirror is not None:
+            raise ValueError(f"access.mirror is only read for access.kind 'mirror', not {self.kind!r}")
         if self.kind == "manual" and not self.instructions:
             raise ValueError("access.kind 'manual' needs 'instructions'")
         return self

@@ -34,14 +34,32 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _board_with_a_trained_run(root: Path) -> Path:
+    import json
+
+    from test_site_charts import write_run
+
+    board = json.loads((Path(__file__).resolve().parent / "fixtures" / "site" / "leaderboard_bench.json").read_text())
+    row = json.loads(json.dumps(board["rows"][-1]))  # starfm's row as a template
+    row.update(model="stfdcnn", paper="stfdcnn", family="cnn", reported=None, params=100_000)
+    row["metrics"] = {k: (v * 1.5 if k in ("rmse", "mae") else v) for k, v in row["metrics"].items()}
+    board["rows"].append(row)
+    board["runs"] = [r for r in board["runs"] if r["model"] != "stfdcnn"]
+    board["runs"].append(write_run(root, "stfdcnn-demo", "stfdcnn", untrained={"rmse": 0.05, "ssim": 0.6}))
+    path = root / "leaderboard.json"
+    path.write_text(json.dumps(board))
+    return path
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     from stfcat.catalog import load_catalog
     from stfcat.site.build import build_site
 
     out = tmp_path_factory.mktemp("site-e2e")
-    # A leaderboard in the format `stfcat bench` writes (see tests/test_site.py).
-    results = Path(__file__).resolve().parent / "fixtures" / "site" / "leaderboard_bench.json"
+    # A leaderboard in the format `stfcat bench` writes (see tests/test_site.py), plus a trained
+    # STFDCNN row whose run folder has untrained scores and a quick-look image (issue #12.6).
+    results = _board_with_a_trained_run(out)
     res = build_site(out / "build", None, results)
     handler = functools.partial(_QuietHandler, directory=str(res.html_dir))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -255,3 +273,60 @@ def test_leaderboard_sorts_by_metric(served, browser) -> None:
         mae.click()
         last = table.find_elements(By.CSS_SELECTOR, "tbody tr")[-1].find_elements(By.TAG_NAME, "td")
         assert last[0].text == "starfm" and last[heads.index("MAE")].text == "—"
+
+
+def test_leaderboard_chart_has_one_mark_per_row(served, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, _ = served
+    browser.get(base + "models.html")
+    table = next(t for t in browser.find_elements(By.CSS_SELECTOR, ".stfcat-sortable table")
+                 if "RMSE" in t.find_element(By.TAG_NAME, "thead").text)
+    rows = [r.find_elements(By.TAG_NAME, "td")[0].text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+            if "not in results" not in r.text]
+    chart = browser.find_element(By.CSS_SELECTOR, 'svg.stfcat-chart[data-metric="rmse"][data-dataset="demo"]')
+    browser.execute_script("arguments[0].scrollIntoView()", chart)
+    assert chart.is_displayed() and chart.size["width"] > 300 and chart.size["height"] > 100
+    marks = chart.find_elements(By.CSS_SELECTOR, "g[data-method]")
+    assert sorted(m.get_attribute("data-method") for m in marks) == sorted(rows)
+    # every bar is drawn with a width, and the worst row has the longest one
+    widths = {m.get_attribute("data-method") + m.get_attribute("data-source"):
+              browser.execute_script("return arguments[0].getBBox().width", m.find_element(By.TAG_NAME, "rect"))
+              for m in marks}
+    assert min(widths.values()) > 0 and max(widths, key=widths.get).startswith("upsample-c2")
+    refs = chart.find_elements(By.CSS_SELECTOR, "g.stfcat-ref")
+    assert sorted(r.get_attribute("data-baseline") for r in refs) == ["copy-f1", "delta", "upsample-c2"]
+    ssim = browser.find_element(By.CSS_SELECTOR, 'svg.stfcat-chart[data-metric="ssim"][data-dataset="demo"]')
+    assert len(ssim.find_elements(By.CSS_SELECTOR, "g[data-method]")) == len(rows)
+    _shot(browser, tmp_path, "leaderboard-chart")
+    # the dataset's own page shows the same chart
+    browser.get(base + "datasets/demo.html")
+    chart = browser.find_element(By.CSS_SELECTOR, 'svg.stfcat-chart[data-metric="rmse"]')
+    assert chart.is_displayed() and len(chart.find_elements(By.CSS_SELECTOR, "g[data-method]")) == len(rows)
+
+
+def test_mirrored_dataset_page_lists_the_pinned_files(served, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, catalog = served
+    ds = catalog.datasets["ahb"]
+    browser.get(base + "datasets/ahb.html")
+    text = browser.find_element(By.TAG_NAME, "article").text
+    assert "stfcat fetch ahb" in text and ds.access.mirror.repository in text and ds.access.mirror.licence in text
+    browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "details table tbody td:first-child")]
+    assert cells == [f.path for f in ds.access.mirror.files]  # shown verbatim (no stray backslashes)
+
+
+def test_model_section_shows_quicklook_and_untrained_vs_trained(served, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, _ = served
+    browser.get(base + "papers/stfdcnn.html")
+    chart = browser.find_element(By.CSS_SELECTOR, 'svg.stfcat-chart[data-chart="training"][data-metric="rmse"]')
+    states = [g.get_attribute("data-state") for g in chart.find_elements(By.CSS_SELECTOR, "g[data-state]")]
+    assert states == ["untrained", "trained"]
+    img = browser.find_element(By.CSS_SELECTOR, 'img[src*="assets/runs/stfdcnn-demo/"]')
+    browser.execute_script("arguments[0].scrollIntoView()", img)
+    assert _wait(browser, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    _shot(browser, tmp_path, "model-runs")

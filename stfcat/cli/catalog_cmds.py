@@ -163,6 +163,10 @@ def how_to_get(dataset) -> list[str]:
     if acc.kind == "direct":
         size = sum(f.size for f in acc.files)
         return [f"stfcat fetch {dataset.id}    ({len(acc.files)} file(s), {size / 1e6:.1f} MB, sha256-checked)"]
+    if acc.kind == "mirror":
+        m = acc.mirror
+        return [f"stfcat fetch {dataset.id}    ({len(m.files)} file(s) from github.com/{m.repository} at commit "
+                f"{m.commit[:10]}, git-blob-hash-checked)"]
     if acc.kind == "embedded":
         return [f"built in: generated on first use (stfcat fetch {dataset.id} writes it to the data folder)"]
     if acc.kind == "manual":

@@ -40,7 +40,7 @@ def fetch(
     retries: Annotated[int, typer.Option("--retries", help="Retries per file, with back-off.")] = 3,
     catalog: CatalogOpt = None,
 ) -> None:
-    """Download (or import with --from) a dataset, check every sha256, and write its manifest.json.
+    """Download (or import with --from) a dataset, check every sha256 (git blob SHA-1 for GitHub mirrors), and write its manifest.json.
 
     Exit codes: 0 ready (also: embedded demo generated, catalog-only dataset explained), 1 error (message on stderr), 3 manual download needed (instructions printed; then use --from).
     """

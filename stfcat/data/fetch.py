@@ -13,6 +13,8 @@
   importer checks it against the YAML's facts (dates, image size, bands), and only then does it
   replace ``files/archive``, so a bad archive never destroys a good import. The archive's name and
   sha256 are recorded in the manifest's ``source``.
+* ``mirror``: a copy in a public GitHub repository at a fixed commit, each file checked against its
+  git blob SHA-1 before it is moved into place (:mod:`stfcat.data.mirrors`).
 * ``external``: catalog-only; the landing page is shown.
 * ``embedded`` (``demo``): nothing to download; the demo is generated.
 
@@ -292,6 +294,11 @@ def fetch(
             None,
             f"{ds.id}: catalog-only dataset; stfcat does not download or import it. See {ds.landing_page}",
         )
+    if kind == "mirror":  # a commit-pinned GitHub copy: stfcat.data.mirrors does all of it
+        from .mirrors import fetch_mirror
+
+        return fetch_mirror(ds, folder, catalog=catalog, force=force, progress=progress, timeout=timeout,
+                            retries=retries, from_path=Path(from_path).expanduser() if from_path else None)
     if kind == "manual" and from_path is None:
         text = (ds.access.instructions or "").strip()
         return FetchResult(

@@ -61,6 +61,15 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _copy_quicklooks(runs, docs: Path) -> None:
+    """The quick-look PNGs of the runs the paper pages show, under ``assets/runs/<run>/``."""
+    for run in runs:
+        for png, rel, _ in run.looks():
+            dest = docs / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, dest)
+
+
 def render_site(out: Path, catalog_root: Path | None = None, results: Path | None = DEFAULT_RESULTS) -> BuildResult:
     """Generate ``out/docs`` and ``out/mkdocs.yml`` (no HTML)."""
     from stfcat.catalog import load_catalog
@@ -68,7 +77,10 @@ def render_site(out: Path, catalog_root: Path | None = None, results: Path | Non
     catalog = load_catalog(catalog_root)
     board = context.load_board(results)
     rows = board.rows
-    site = build_views(catalog, context.collect_models(), rows)
+    from stfcat.site.runs import load_runs
+
+    runs = load_runs(results)
+    site = build_views(catalog, context.collect_models(), rows, runs)
     site.failed, site.generated = board.failed, board.generated
     site.docs = {
         "contributing": context.read_doc(context.contributing_path()),
@@ -81,6 +93,7 @@ def render_site(out: Path, catalog_root: Path | None = None, results: Path | Non
     try:
         written = render_docs(site, catalog, tmp)
         (tmp / "assets" / "timeline.png").write_bytes(timeline_png(catalog.papers.values()))
+        _copy_quicklooks(runs, tmp)
         if docs.exists():
             shutil.rmtree(docs)
         os.replace(tmp, docs)

@@ -179,6 +179,8 @@ class PaperView:
     params: int | None
     results: list[ResultRow]
     tags: list[str]
+    runs: list[Any] = field(default_factory=list)  # stfcat.site.runs.RunSummary of the model and its variants
+    training_charts: list[Markup] = field(default_factory=list)
 
 
 @dataclass
@@ -202,6 +204,7 @@ class Site:
     docs: dict[str, str | None] = field(default_factory=dict)
     failed: list[FailedRun] = field(default_factory=list)
     generated: str | None = None
+    runs: list[Any] = field(default_factory=list)
 
 
 def reference_text(p: Paper) -> str:
@@ -234,14 +237,26 @@ def paper_tags(p: Paper) -> list[str]:
 
 
 def _fetch_command(d: Dataset) -> str | None:
-    if d.access.kind == "direct" or d.access.kind == "embedded":
+    if d.access.kind in ("direct", "embedded", "mirror"):
         return f"stfcat fetch {d.id}"
     if d.access.kind == "manual":
         return f"stfcat fetch {d.id} --from ARCHIVE"
     return None
 
 
-def build_views(catalog: Any, models: Models, results: list[ResultRow]) -> Site:
+def _training_charts(model: str, runs: list[Any]) -> list[Markup]:
+    from stfcat.site.charts import training_chart
+
+    charts = []
+    for metric in ("rmse", "ssim"):
+        rows = [(r.label, (r.untrained or {}).get(metric), r.trained.get(metric)) for r in runs]
+        chart = training_chart(rows, metric, model=model)
+        if chart is not None:
+            charts.append(chart)
+    return charts
+
+
+def build_views(catalog: Any, models: Models, results: list[ResultRow], runs: Iterable[Any] = ()) -> Site:
     papers_by_id: dict[str, Paper] = catalog.papers
     registered = {m.id for m in models.rows}
     by_model: dict[str, list[ResultRow]] = {}
@@ -263,6 +278,11 @@ def build_views(catalog: Any, models: Models, results: list[ResultRow]) -> Site:
             results=by_model.get(model, []) if model else [],
             tags=paper_tags(p),
         ))
+        if model:
+            from stfcat.site.runs import runs_of
+
+            pviews[-1].runs = runs_of(model, list(runs))
+            pviews[-1].training_charts = _training_charts(model, pviews[-1].runs)
 
     dviews = []
     for did in sorted(catalog.datasets):
@@ -284,7 +304,7 @@ def build_views(catalog: Any, models: Models, results: list[ResultRow]) -> Site:
 
     survey = next((v for v in pviews if v.p.category.value == "survey"
                    and SURVEY_TITLE_WORD in v.p.title.lower()), None)
-    return Site(papers=pviews, datasets=dviews, models=models, results=results, survey=survey)
+    return Site(papers=pviews, datasets=dviews, models=models, results=results, survey=survey, runs=list(runs))
 
 
 # --- pages ------------------------------------------------------------------------------------
@@ -319,7 +339,11 @@ def _leaderboard_tables(site: Site) -> list[dict[str, Any]]:
         commits = sorted({r.commit for r in rows if r.commit and r.reproduced})
         protocols = sorted({r.protocol for r in rows if r.protocol})
         metrics = [m for m in METRICS if any(r.metrics.get(m) is not None for r in rows)]
-        out.append({"dataset": dataset, "split": split, "rows": rows, "missing": missing, "metrics": metrics,
+        from stfcat.site.charts import leaderboard_chart
+
+        charts = [c for m in ("rmse", "ssim") if m in metrics
+                  and (c := leaderboard_chart(rows, m, dataset=dataset, split=split)) is not None]
+        out.append({"dataset": dataset, "split": split, "rows": rows, "missing": missing, "metrics": metrics, "charts": charts,
                     "commits": commits, "protocols": protocols,
                     "known_dataset": dataset in {v.d.id for v in site.datasets}})
     return out
@@ -348,9 +372,10 @@ def pages(site: Site, env: jinja2.Environment | None = None) -> dict[str, str]:
     for group, label in GROUPS.items():
         put(f"groups/{group}.md", "group.md.j2", group=group, label=label,
             views=[v for v in site.datasets if v.d.group.value == group])
+    tables = _leaderboard_tables(site)
     for v in site.datasets:
-        put(f"datasets/{v.d.id}.md", "dataset.md.j2", v=v)
-    put("models.md", "models.md.j2", tables=_leaderboard_tables(site))
+        put(f"datasets/{v.d.id}.md", "dataset.md.j2", v=v, tables=[t for t in tables if t["dataset"] == v.d.id])
+    put("models.md", "models.md.j2", tables=tables)
     put("conventions.md", "conventions.md.j2", text=_doc(site, "conventions"))
     put("data-manifest.md", "manifest.md.j2", text=_doc(site, "manifest"))
     put("contributing.md", "contributing.md.j2", text=_doc(site, "contributing"))
