@@ -290,3 +290,23 @@ def test_real_cia_geotiffs_through_a_mirror(tmp_path, server):
     got = s.read_fine("2001-10-17")
     assert np.isfinite(got).mean() > 0.9
     np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda m: m.pop("mirror"), "needs a 'mirror'"),
+    (lambda m: m["mirror"]["files"][0].update(blob_sha1="abc"), "blob_sha1"),
+    (lambda m: m["mirror"]["files"][0].update(path="../../etc/passwd"), "relative POSIX path"),
+    (lambda m: m["mirror"].update(commit="main"), "commit"),
+])
+def test_schema_refuses_bad_mirror_entries(change, words):
+    from pydantic import ValidationError
+
+    from stfcat.schemas import Access
+
+    access = {"kind": "mirror", "mirror": {"repository": "o/r", "commit": "a" * 40, "licence": "MIT", "what": "x",
+                                           "files": [{"path": "a/b.tif", "blob_sha1": "b" * 40, "role": "fine",
+                                                      "date": "2020-01-01"}]}}
+    Access.model_validate(access)
+    change(access)
+    with pytest.raises(ValidationError, match=words):
+        Access.model_validate(access)

@@ -396,8 +396,7 @@ def _stack_images(ds: Dataset, folder: Path, files_dir: Path, dates_of: Callable
     for role, (_, arr) in stacks.items():
         for i, date in enumerate(dates):
             path = files_dir / "steps" / role / f"{date}.tif"
-            if not path.is_file():
-                write_geotiff(path, np.ascontiguousarray(arr[i]))
+            write_geotiff(path, np.ascontiguousarray(arr[i]))  # rewritten: the stack may be a new download
             images.setdefault(date, {})[role] = path
     return images
 

@@ -21,6 +21,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from stfcat.schemas import Dataset, Paper
+from stfcat.site.charts import leaderboard_chart, training_chart
 from stfcat.site.context import (
     HIGHER_IS_BETTER,
     METRICS,
@@ -30,6 +31,7 @@ from stfcat.site.context import (
     Models,
     ResultRow,
 )
+from stfcat.site.runs import runs_of
 
 CATEGORIES: dict[str, tuple[str, str]] = {
     # id: (label as the survey's sections name it, colour on the timeline)
@@ -245,8 +247,6 @@ def _fetch_command(d: Dataset) -> str | None:
 
 
 def _training_charts(model: str, runs: list[Any]) -> list[Markup]:
-    from stfcat.site.charts import training_chart
-
     charts = []
     for metric in ("rmse", "ssim"):
         rows = [(r.label, (r.untrained or {}).get(metric), r.trained.get(metric)) for r in runs]
@@ -258,6 +258,7 @@ def _training_charts(model: str, runs: list[Any]) -> list[Markup]:
 
 def build_views(catalog: Any, models: Models, results: list[ResultRow], runs: Iterable[Any] = ()) -> Site:
     papers_by_id: dict[str, Paper] = catalog.papers
+    runs = list(runs)
     registered = {m.id for m in models.rows}
     by_model: dict[str, list[ResultRow]] = {}
     for r in results:
@@ -279,9 +280,7 @@ def build_views(catalog: Any, models: Models, results: list[ResultRow], runs: It
             tags=paper_tags(p),
         ))
         if model:
-            from stfcat.site.runs import runs_of
-
-            pviews[-1].runs = runs_of(model, list(runs))
+            pviews[-1].runs = runs_of(model, runs)
             pviews[-1].training_charts = _training_charts(model, pviews[-1].runs)
 
     dviews = []
@@ -304,7 +303,7 @@ def build_views(catalog: Any, models: Models, results: list[ResultRow], runs: It
 
     survey = next((v for v in pviews if v.p.category.value == "survey"
                    and SURVEY_TITLE_WORD in v.p.title.lower()), None)
-    return Site(papers=pviews, datasets=dviews, models=models, results=results, survey=survey, runs=list(runs))
+    return Site(papers=pviews, datasets=dviews, models=models, results=results, survey=survey, runs=runs)
 
 
 # --- pages ------------------------------------------------------------------------------------
@@ -339,8 +338,6 @@ def _leaderboard_tables(site: Site) -> list[dict[str, Any]]:
         commits = sorted({r.commit for r in rows if r.commit and r.reproduced})
         protocols = sorted({r.protocol for r in rows if r.protocol})
         metrics = [m for m in METRICS if any(r.metrics.get(m) is not None for r in rows)]
-        from stfcat.site.charts import leaderboard_chart
-
         charts = [c for m in ("rmse", "ssim") if m in metrics
                   and (c := leaderboard_chart(rows, m, dataset=dataset, split=split)) is not None]
         out.append({"dataset": dataset, "split": split, "rows": rows, "missing": missing, "metrics": metrics, "charts": charts,
