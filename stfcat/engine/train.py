@@ -606,7 +606,7 @@ def _end_epoch(state: TrainState, stage: Stage, validate) -> dict[str, Any]:
         if s is None or getattr(s, "per_step", False):
             continue
         with warnings.catch_warnings():  # after a resume at an epoch's end no step ran in this process
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before", UserWarning)
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
             if s.__class__.__name__ == "ReduceLROnPlateau":
                 s.step(means.get("loss", next(iter(means.values()), 0.0)))
             else:
