@@ -61,16 +61,18 @@ def test_set_overrides_fields_and_flags_map_onto_the_config(series, tmp_path):
     out = tmp_path / "s"
     res = _invoke("run", "tiny-test", "--dataset", str(series), "--device", "cpu", "--no-images", "--out", str(out),
                   "--set", "optim.lr=2e-4", "--set", "budget.epochs=1", "--set", "budget.steps_per_epoch=2",
-                  "--set", "optim.scheduler=none", "--set", "training.clip_grad_norm=0.5", "--lr", "3e-4")
+                  "--set", "optim.scheduler=none", "--set", "training.clip_grad_norm=0.5", "--lr", "3e-4",
+                  "--workers", "1")
     assert res.exit_code == 0, res.output
     cfg = _cfg(out)
     assert cfg["optim"]["lr"] == 2e-4 and cfg["optim"]["scheduler"] == "none" and cfg["lr"] == 3e-4
     assert cfg["budget"]["epochs"] == 1 and cfg["training"]["clip_grad_norm"] == 0.5
+    assert cfg["training"]["num_workers"] == 1
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["history"]) == 1 and m["budget"]["epochs"] == 1 and m["lr"] == 3e-4
     ck = torch.load(out / "checkpoint.pt", weights_only=False)["train"]
     assert ck["optimizers"]["main"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # --lr wins over optim.lr
-    assert ck["schedulers"] == {}
+    assert ck["schedulers"] == {} and ck["sampler"] == {"consumed": 2, "num_workers": 1, "seed": 0}
 
 
 @pytest.mark.parametrize(("sets", "expected"), [

@@ -144,8 +144,8 @@ def test_interrupted_run_says_how_to_resume(series, tmp_path, monkeypatch):
     assert f"--config {out / 'config.yaml'}" in res.output and (out / "config.yaml").is_file()
     assert not (out / "metrics.json").exists()
     monkeypatch.setattr(T, "_to_device", real)
-    res = _invoke("run", "tiny-test", "--dataset", str(series), "--device", "cpu", "--out", str(out), "--no-images",
-                  "--resume")
+    # the run folder's config.yaml describes the run: no need to repeat --dataset or --device
+    res = _invoke("run", "tiny-test", "--out", str(out), "--no-images", "--resume")
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["resumed"] and len(m["history"]) == 3

@@ -43,7 +43,7 @@ def run_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="Start from a run configuration (a run folder's config.yaml).", dir_okay=False)] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: --set optim.lr=2e-4 --set budget.epochs=40 (repeat).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default runs/<model>-<dataset>-<time>/).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.pt (default: the latest run).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.pt (default: the latest run), configured by <out>/config.yaml.")] = False,
     full_recipe: Annotated[bool, typer.Option("--full-recipe", help="Train with the paper's budget instead of the quick one.")] = False,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip GeoTIFFs and PNGs (metrics and checkpoint only).")] = False,
     catalog: CatalogOpt = None,
@@ -59,6 +59,8 @@ def run_cmd(
         from stfcat.engine.config import build_config
         from stfcat.engine.run import run_experiment
 
+        if resume and config is None and out is not None and (out / "config.yaml").is_file():
+            config = out / "config.yaml"  # resume the run as it was configured (flags and --set still apply)
         cfg = build_config(model, config, dataset=dataset, full_recipe=full_recipe, epochs=epochs, patch=patch,
                            batch=batch, steps_per_epoch=steps, lr=lr, seed=seed,
                            device=device.value if device is not None else None, num_workers=workers,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from stfcat.models.base import OptimSpec
 
@@ -91,6 +92,34 @@ def iteration_factor(spec: OptimSpec, epochs: int, steps_per_epoch: int, base_lr
         return w * decay(t)
 
     return factor
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state (integer buffers are copied)."""
+
+    def __init__(self, model, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"Recipe.ema_decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def update(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                s = self.shadow[k]
+                if s.dtype.is_floating_point:
+                    s.mul_(self.decay).add_(v.detach().to(s.dtype), alpha=1.0 - self.decay)
+                else:
+                    s.copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v.clone() for k, v in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
 
 
 def with_lr(spec: OptimSpec, lr: float | None) -> OptimSpec:

@@ -32,9 +32,10 @@ import numpy as np
 from stfcat.models.base import Budget, FusionModel, Recipe, Stage
 
 from .batches import WorkerBatches, load_sampler_state, next_batch, sampler_state
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
 from .distributed import DistInfo, average_gradients, broadcast_parameters, local_slice
-from .optim import make_optimizer, make_scheduler, with_lr
+from .hooks import CheckpointHook, Hook, ProgressHook
+from .optim import EMA, make_optimizer, make_scheduler, with_lr
 
 
 class TrainingInterrupted(Exception):
@@ -92,34 +93,6 @@ def note(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- pieces of the state
-
-class EMA:
-    """Exponential moving average of a model's floating-point state (integer buffers are copied)."""
-
-    def __init__(self, model, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"Recipe.ema_decay must be in (0, 1), got {decay}")
-        self.decay = float(decay)
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def update(self, model) -> None:
-        import torch
-
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                s = self.shadow[k]
-                if s.dtype.is_floating_point:
-                    s.mul_(self.decay).add_(v.detach().to(s.dtype), alpha=1.0 - self.decay)
-                else:
-                    s.copy_(v)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {k: v.clone() for k, v in self.shadow.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, v in state.items():
-            self.shadow[k].copy_(v)
-
 
 class StopFlag:
     """Raised by SIGINT/SIGTERM (while installed) or by ``request()``."""
@@ -331,74 +304,6 @@ def _build_optimizers(model: FusionModel, stage: Stage, recipe: Recipe, lr: floa
     return opts, scheds
 
 
-# --------------------------------------------------------------------------- hooks
-
-class Hook:
-    """Callbacks of the loop; override what you need. ``loop`` is the :class:`TrainState`;
-    ``loop.request_stop()`` stops the run as an interruption would (checkpoint, then
-    :class:`TrainingInterrupted`)."""
-
-    def on_epoch_start(self, loop: TrainState) -> None: ...
-    def on_step_end(self, loop: TrainState, logs: dict[str, Any]) -> None: ...
-    def on_epoch_end(self, loop: TrainState, entry: dict[str, Any]) -> None: ...
-    def on_interrupt(self, loop: TrainState) -> None: ...
-    def on_end(self, loop: TrainState) -> None: ...
-
-
-class CheckpointHook(Hook):
-    """Writes the state (atomically) after every epoch, on interruption and at the end (rank 0)."""
-
-    def __init__(self, path: Path, record: dict[str, Any] | None, dist: DistInfo) -> None:
-        self.path, self.record, self.dist = Path(path), dict(record or {}), dist
-
-    def save(self, loop: TrainState) -> None:
-        if self.dist.is_main:
-            save_checkpoint(self.path, {**self.record, **loop.state_dict()})
-
-    on_interrupt = save
-
-    def on_epoch_end(self, loop, entry):
-        self.save(loop)
-
-    def on_end(self, loop):
-        self.save(loop)
-
-
-class ProgressHook(Hook):
-    """A tqdm bar per epoch and one line per finished epoch (rank 0)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.bar, self.of = enabled, None, 0
-
-    def on_epoch_start(self, loop):
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            st = loop.stages[loop.pos["stage"]]
-            self.of = loop.plan[loop.pos["stage"]]
-            self.bar = tqdm(total=loop.budget.steps_per_epoch, initial=loop.pos["step"], leave=False, unit="step",
-                            desc=f"{st.name} epoch {loop.pos['epoch'] + 1}/{self.of}")
-
-    def on_step_end(self, loop, logs):
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def on_epoch_end(self, loop, entry):
-        if self.bar is not None:
-            from tqdm.auto import tqdm
-
-            self.close(loop)
-            shown = ", ".join(f"{k} {v:.5g}" for k, v in entry.items() if k not in ("stage", "epoch"))
-            tqdm.write(f"[{entry['stage']}] epoch {entry['epoch']}/{self.of}: {shown}")
-
-    def close(self, loop) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    on_interrupt = on_end = close
-
-
 # --------------------------------------------------------------------------- the loop
 
 def _is_cases(data) -> bool:
@@ -606,7 +511,7 @@ def _end_epoch(state: TrainState, stage: Stage, validate) -> dict[str, Any]:
         if s is None or getattr(s, "per_step", False):
             continue
         with warnings.catch_warnings():  # after a resume at an epoch's end no step ran in this process
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before", UserWarning)
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
             if s.__class__.__name__ == "ReduceLROnPlateau":
                 s.step(means.get("loss", next(iter(means.values()), 0.0)))
             else:
