@@ -138,17 +138,20 @@ def train_model(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     sampler_factory: Callable[..., Any] | None = None,
+    sampler: Any | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place on random patches of ``cases`` (training cases with targets).
+    """Train ``model`` in place on random samples of ``cases`` (training cases with targets).
 
     ``record`` (model id, config, band names, scale) is stored in every checkpoint.
-    ``sampler_factory(cases, patch, batch, seed=...)`` defaults to :class:`stfcat.data.PatchSampler`.
+    ``sampler`` is the task's training sampler (:meth:`stfcat.tasks.Task.training_sampler`:
+    ``sample() -> (batch, target)`` and a numpy ``rng``); without it,
+    ``sampler_factory(cases, patch, batch, seed=...)``, by default :class:`stfcat.data.PatchSampler`.
     """
     import torch
     from tqdm.auto import tqdm
 
     dist = dist or DistInfo()
-    if sampler_factory is None:
+    if sampler is None and sampler_factory is None:
         from stfcat.data.sampler import PatchSampler as sampler_factory  # noqa: N813
     if stop_after_epochs is None and os.environ.get(STOP_ENV):
         stop_after_epochs = int(os.environ[STOP_ENV])
@@ -177,7 +180,8 @@ def train_model(
     broadcast_parameters(model, dist)
     # One sampler for the whole run, seeded by the run seed (the same on every rank: each rank
     # takes its slice of the same global batch); its generator state goes into checkpoints.
-    sampler = sampler_factory(cases, budget.patch, budget.batch, seed=seed)
+    if sampler is None:
+        sampler = sampler_factory(cases, budget.patch, budget.batch, seed=seed)
     sl = local_slice(budget.batch, dist) if dist.enabled else None
     stop = _StopFlag()
     epochs_done = sum(plan[: pos["stage"]]) + pos["epoch"]

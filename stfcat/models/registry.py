@@ -120,7 +120,14 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def create_model(name: str, bands: int = 6, ratio: int = 16, **overrides) -> FusionModel:
-    """Build a registered model; ``overrides`` go to the model's constructor."""
+def create_model(name: str, bands: int | None = None, ratio: int | None = None, **overrides) -> FusionModel:
+    """Build a registered model; ``overrides`` go to the model's constructor. Fusion models get
+    ``bands`` (default 6) and ``ratio`` (default 16); models of other tasks take their task's
+    arguments (:meth:`stfcat.tasks.Task.model_kwargs`) as keywords."""
     info = model_info(name)
-    return info.cls(bands=bands, ratio=ratio, **overrides)
+    if info.task == "fusion":
+        overrides = {"bands": 6 if bands is None else bands, "ratio": 16 if ratio is None else ratio, **overrides}
+    else:
+        overrides = {**({} if bands is None else {"bands": bands}), **({} if ratio is None else {"ratio": ratio}),
+                     **overrides}
+    return info.cls(**overrides)
