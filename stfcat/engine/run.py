@@ -162,8 +162,9 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     seed_everything(seed)
     model = create_model(model_id, **task.model_kwargs(data), **overrides)
     task.prepare_model(model, data)
-    record = model_record(model_id, model, overrides=overrides, **{"band_names": None, "scale_factor": None,
-                                                                   **task.record_fields(data)})
+    extra = dict(task.record_fields(data))
+    record = {**model_record(model_id, model, band_names=extra.pop("band_names", None),
+                             scale_factor=extra.pop("scale_factor", None), overrides=overrides), **extra}
     budget = None
     train_res = TrainResult()
     if info.trainable:

@@ -93,6 +93,7 @@ def _discover() -> None:
         return
     _DISCOVERED = True
     importlib.import_module("stfcat.models.trivial")
+    importlib.import_module("stfcat.models.forecast")
     zoo = importlib.import_module("stfcat_zoo")
     for mod in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):

@@ -158,7 +158,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def _load_builtin() -> None:
-    from . import fusion  # noqa: F401 - registers the built-in tasks
+    from . import fusion, timeseries  # noqa: F401 - registers the built-in tasks
 
 
 def get_task(name: str) -> Task:
