@@ -328,6 +328,8 @@ def _forecast_csv(path: Path, case: StationCase, pred: np.ndarray) -> None:
 
 
 def _forecast_png(path: Path, case: StationCase, model_id: str, preds, target, n_show: int = 3) -> None:
+    """Observed values and forecasts ``+1`` and ``+horizon`` steps ahead, each drawn at the time
+    it forecasts, for ``n_show`` stations spread over the list."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,7 +344,8 @@ def _forecast_png(path: Path, case: StationCase, model_id: str, preds, target, n
     fig, axes = plt.subplots(len(show), 1, figsize=(10, 2.4 * len(show)), sharex=True, squeeze=False)
     for ax, j in zip(axes[:, 0], show, strict=True):
         x1, xh = origins + 1, origins + h
-        ax.plot(x1, target[:, 0, j], color="black", lw=1.2, label="observed")
+        span = np.arange(origins[0] + 1, origins[-1] + h + 1)
+        ax.plot(span, s.values[span, j], color="black", lw=1.2, label="observed")
         ax.plot(x1, preds[model_id][:, 0, j], lw=1, label=f"{model_id} +1 h")
         ax.plot(xh, preds[model_id][:, h - 1, j], lw=1, label=f"{model_id} +{h} h")
         if "persistence" in preds and model_id != "persistence":
