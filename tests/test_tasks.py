@@ -3,6 +3,8 @@ reproduces the pre-refactor engine's demo metrics."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from stfcat.models import list_models, model_info
@@ -117,3 +119,34 @@ def test_golden_most_tiny_budget_on_the_demo(demo):
     got = _scores(task, demo, "most", model, Case(demo, "2021-08-08", ("2021-07-07",)))
     for k, v in GOLDEN_MOST.items():
         assert got[k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_validate_reports_a_paper_whose_task_its_model_does_not_serve(tmp_path):
+    import shutil
+
+    from stfcat.catalog import default_catalog_dir, validate_catalog
+
+    root = tmp_path / "catalog"
+    shutil.copytree(default_catalog_dir(), root)
+    f = root / "papers" / "starfm.yaml"
+    text = f.read_text(encoding="utf-8")
+    assert "\ntask: reflectance\n" in text
+    f.write_text(text.replace("\ntask: reflectance\n", "\ntask: air-quality\n"), encoding="utf-8")
+    _, problems = validate_catalog(root)
+    msgs = [str(p) for p in problems]
+    assert any("starfm.yaml" in m and "'air-quality'" in m and "'fusion'" in m for m in msgs), msgs
+    _, clean = validate_catalog(default_catalog_dir())
+    assert not [p for p in clean if p.field == "task"]
+
+
+def test_cli_lists_models_of_one_task():
+    from typer.testing import CliRunner
+
+    from stfcat.cli.main import app
+
+    res = CliRunner().invoke(app, ["list", "models", "--task", "timeseries", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert {r["id"] for r in rows} == set(list_models(task="timeseries")) and {r["task"] for r in rows} == {"timeseries"}
+    bad = CliRunner().invoke(app, ["list", "models", "--task", "fusoin"])
+    assert bad.exit_code != 0 and "fusion" in bad.output

@@ -152,3 +152,13 @@ def test_bench_gives_the_forecaster_rows_under_its_own_table(data_dir, tmp_path,
     assert "12 stations, 24 h -> 6 h forecasts" in md and "RMSE_H6" in md
     line = next(x for x in md.splitlines() if x.startswith("| gru-forecast"))
     assert "—" not in line.split("|")[3]  # its RMSE is filled in
+
+
+def test_default_bench_runs_each_model_only_on_datasets_of_its_task(series):
+    from stfcat.engine.bench import _models_for_dataset
+
+    models = ["delta", "starfm", "persistence", "gru-forecast"]
+    assert _models_for_dataset(models, str(series.root), catalog=None, data_dir=None) == ["persistence",
+                                                                                          "gru-forecast"]
+    missing = str(series.root.parent / "absent")
+    assert _models_for_dataset(models, missing, catalog=None, data_dir=None) == models  # each run says why

@@ -53,6 +53,7 @@ def run_bench(
     from .run import git_commit, run_experiment
 
     out = Path(out)
+    explicit = bool(models)
     models = list(models) if models else default_models()
     datasets = list(datasets) if datasets else ["demo"]
     if budget not in ("quick", "paper"):
@@ -65,6 +66,8 @@ def run_bench(
     for ds in datasets:
         baselines_done: set[str] = set()
         todo = _bench_order(models)
+        if not explicit:  # every model by default: only those whose task reads this dataset
+            todo = _models_for_dataset(todo, ds, catalog=catalog, data_dir=data_dir)
         for model in todo:
             run_dir = out / "runs" / f"{model}-{Path(str(ds)).name}"
             entry: dict[str, Any] = {"model": model, "dataset": str(ds), "out": str(run_dir)}
@@ -138,6 +141,25 @@ def _bench_order(models: list[str]) -> list[str]:
     if not first:
         first = ["delta"]
     return [*first, *[m for m in models if not _is_baseline(m)]]
+
+
+def _models_for_dataset(models: list[str], ds: str, *, catalog, data_dir) -> list[str]:
+    """``models`` less those whose task cannot open ``ds`` while another one's can (a station
+    series is no image pair series). When no task opens it, all stay, so each run records why."""
+    from stfcat.tasks import TaskError
+
+    opens: dict[str, bool] = {}
+    for m in models:
+        task = _task_of(m)
+        if task.name not in opens:
+            try:
+                task.open(ds, catalog=catalog, data_dir=data_dir)
+                opens[task.name] = True
+            except TaskError:
+                opens[task.name] = False
+    if not any(opens.values()):
+        return models
+    return [m for m in models if opens[_task_of(m).name]]
 
 
 def _rows_of_run(m: dict[str, Any], reported: dict[str, Any], baselines_done: set[str]) -> list[dict[str, Any]]:
