@@ -162,3 +162,12 @@ def test_default_bench_runs_each_model_only_on_datasets_of_its_task(series):
                                                                                           "gru-forecast"]
     missing = str(series.root.parent / "absent")
     assert _models_for_dataset(models, missing, catalog=None, data_dir=None) == models  # each run says why
+
+
+def test_fuse_refuses_a_forecasting_model_with_one_line(tmp_path):
+    from stfcat.engine.errors import EngineError
+    from stfcat.engine.fuse import fuse_files
+
+    x = tmp_path / "x.tif"
+    with pytest.raises(EngineError, match="task 'timeseries'.*stfcat fuse"):
+        fuse_files("gru-forecast", fine_ref=x, coarse_ref=x, coarse_target=x, out=tmp_path / "o.tif")

@@ -121,7 +121,10 @@ def fuse_files(
     from .predict import crop_halo, tile_align, tile_layout
     from .run import resolve_model
 
-    resolve_model(model_id)  # an unknown id is the first thing to report
+    info = resolve_model(model_id)  # an unknown id is the first thing to report
+    if info.task != "fusion":
+        raise EngineError(f"--model {model_id}: a model of task {info.task!r}; `stfcat fuse` fuses images "
+                          f"(see `stfcat list models --task fusion`; run it with `stfcat run {model_id}`)")
     tags = provenance_tags(model_id, catalog)
     out = Path(out)
     if out.exists() and not overwrite:
