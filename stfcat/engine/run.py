@@ -1,5 +1,8 @@
-"""``stfcat run``: train a model with its recipe, predict every test case on the whole scene,
-score it and the trivial baselines with one set of metrics, write everything into one folder."""
+"""``stfcat run``: train a model with its recipe, predict every test case, score it and the
+trivial baselines of its task with the task's metrics, write everything into one folder.
+
+Everything specific to a kind of data (cases, samples, baselines, predictor, metrics, figures)
+comes from the model's task (:mod:`stfcat.tasks`); :func:`evaluate` scores any list of cases."""
 
 from __future__ import annotations
 
