@@ -4,6 +4,7 @@ the GRU reference model with the same outputs as an image model, and its leaderb
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,6 +153,11 @@ def test_bench_gives_the_forecaster_rows_under_its_own_table(data_dir, tmp_path,
     assert "12 stations, 24 h -> 6 h forecasts" in md and "RMSE_H6" in md
     line = next(x for x in md.splitlines() if x.startswith("| gru-forecast"))
     assert "—" not in line.split("|")[3]  # its RMSE is filled in
+    from stfcat.engine.bench import rebuild_board
+
+    rebuilt = rebuild_board(tmp_path)  # the same rows again from the runs' metrics.json
+    assert {r["model"]: r["metrics"] for r in rebuilt["rows"]} == {k: r["metrics"] for k, r in rows.items()}
+    assert {Path(r["out"]).name for r in rebuilt["runs"]} == {"persistence-demo", "gru-forecast-demo"}
 
 
 def test_default_bench_runs_each_model_only_on_datasets_of_its_task(series):

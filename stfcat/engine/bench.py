@@ -190,16 +190,19 @@ def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
     out = Path(out)
     reported = json.loads((out / "reported.json").read_text()) if (out / "reported.json").is_file() else {}
     old = json.loads((out / "leaderboard.json").read_text()) if (out / "leaderboard.json").is_file() else {}
-    metrics = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/metrics.json"))]
-    # baselines first (the delta run), then models, per dataset
+    metrics = []
+    for p in sorted((out / "runs").glob("*/metrics.json")):
+        m = json.loads(p.read_text())
+        m["_dir"] = str(p.parent)  # the folder is named after the dataset argument, not its name
+        metrics.append(m)
+    # baselines first (the reference baseline's run), then models, per dataset
     metrics.sort(key=lambda m: (m["dataset"], not _is_baseline(m["model"]), m["model"]))
     rows: list[dict[str, Any]] = []
     done: dict[str, set[str]] = {}
     for m in metrics:
         rows += _rows_of_run(m, reported, done.setdefault(m["dataset"], set()))
     ok = {(m["model"], m["dataset"]) for m in metrics}
-    runs = [{"model": m["model"], "dataset": m["dataset"], "out": str(out / "runs" / f"{m['model']}-{m['dataset']}")}
-            for m in metrics]
+    runs = [{"model": m["model"], "dataset": m["dataset"], "out": m["_dir"]} for m in metrics]
     runs += [r for r in old.get("runs", []) if r.get("error") and (r["model"], Path(r["dataset"]).name) not in ok]
     board = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
