@@ -402,6 +402,40 @@ def check_models(catalog: Catalog) -> list[Problem]:
             hint = f"; did you mean {', '.join(close)}?" if close else "; see `stfcat list models`"
             out.append(Problem(path, _line_of(path.read_text(encoding="utf-8"), ("implementation", "model")),
                                "implementation.model", f"no registered model {model!r}{hint}"))
+    return out + check_model_tasks(catalog)
+
+
+def check_model_tasks(catalog: Catalog) -> list[Problem]:
+    """A paper's ``task`` must be one the task of the model implementing it serves, both for
+    ``implementation.model`` and for a registered model's ``paper=`` (see ``Task.paper_tasks``)."""
+    from stfcat.models import list_models, model_info
+    from stfcat.tasks import TaskError, get_task
+
+    links: dict[tuple[str, str], str] = {}  # (paper id, model id) -> field that links them
+    for pid, paper in catalog.papers.items():
+        if paper.implementation.model:
+            links[(pid, paper.implementation.model)] = "implementation.model"
+    for mid in list_models():
+        pid = model_info(mid).paper
+        if pid in catalog.papers:
+            links.setdefault((pid, mid), "task")
+    out = []
+    for (pid, mid), fld in sorted(links.items()):
+        try:
+            info = model_info(mid)
+        except KeyError:
+            continue  # reported by check_models
+        path = catalog.paper_files[pid]
+        ptask = catalog.papers[pid].task.value
+        try:
+            served = get_task(info.task).paper_tasks
+        except TaskError as exc:
+            out.append(Problem(path, None, fld, f"model {mid!r}: {exc}"))
+            continue
+        if ptask not in served:
+            out.append(Problem(path, _line_of(path.read_text(encoding="utf-8"), ("task",)), "task",
+                               f"task {ptask!r} does not match model {mid!r} of task {info.task!r} "
+                               f"(which serves: {', '.join(served) or 'none'})"))
     return out
 
 

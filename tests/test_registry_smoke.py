@@ -15,7 +15,9 @@ RATIO = 8
 # Every model stfcat ships (package and code/ zoo). Models that other test modules register for
 # themselves (tiny engine models, a deliberately broken one for bench) are not part of the zoo and
 # would otherwise leak in, depending on collection order.
-MODELS = [m for m in list_models() if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
+# Fusion models only: the batches below are image pairs (models of other tasks: tests/test_<task>.py).
+MODELS = [m for m in list_models(task="fusion")
+          if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
 
 
 def _create(name: str, bands: int):

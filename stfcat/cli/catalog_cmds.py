@@ -67,7 +67,7 @@ def _model_rows() -> list[dict]:
     rows = []
     for mid in ids:
         info = model_info(mid)
-        rows.append({"id": info.id, "family": info.family, "paper": info.paper, "n_refs": info.n_refs,
+        rows.append({"id": info.id, "task": info.task, "family": info.family, "paper": info.paper, "n_refs": info.n_refs,
                      "trainable": info.trainable, "params": info.params, "description": info.description,
                      "parent": info.parent, "fixed": dict(info.fixed)})
     return rows
@@ -78,7 +78,7 @@ def list_cmd(
     what: Annotated[ListWhat, typer.Argument(help="papers, datasets or models")],
     category: Annotated[str | None, typer.Option(help="paper category (cnn, gan, ...) or model family")] = None,
     year: Annotated[int | None, typer.Option(help="papers of this year")] = None,
-    task: Annotated[str | None, typer.Option(help="papers of this task (reflectance, ...)")] = None,
+    task: Annotated[str | None, typer.Option(help="papers of this task (reflectance, ...); models of this task (fusion, timeseries)")] = None,
     has_code: Annotated[bool, typer.Option("--has-code", help="papers with official code")] = False,
     implemented: Annotated[bool, typer.Option("--implemented", help="papers runnable in stfcat")] = False,
     json_out: JsonOpt = False,
@@ -88,13 +88,19 @@ def list_cmd(
     from stfcat.schemas import Category, Task
 
     if what is ListWhat.models:
-        if year or task or has_code or implemented:
-            raise fail("list models: only --category (the model family) applies")
-        rows = [r for r in _model_rows() if category is None or r["family"] == category]
+        if year or has_code or implemented:
+            raise fail("list models: only --category (the model family) and --task (fusion, timeseries, ...) apply")
+        if task is not None:
+            from stfcat.tasks import list_tasks
+
+            if task not in list_tasks():
+                raise fail(_choice_error("--task", task, list_tasks()))
+        rows = [r for r in _model_rows()
+                if (category is None or r["family"] == category) and (task is None or r["task"] == task)]
         if json_out:
             typer.echo(json.dumps(rows, indent=2))
             return
-        _table(["id", "family", "paper", "parent", "n_refs", "trainable", "params"], rows, f"{len(rows)} models")
+        _table(["id", "task", "family", "paper", "parent", "n_refs", "trainable", "params"], rows, f"{len(rows)} models")
         return
 
     cat = open_catalog(catalog)

@@ -50,9 +50,10 @@ def run_bench(
     import json
 
     from .outputs import atomic_write_text, write_json
-    from .run import BASELINES, git_commit, run_experiment
+    from .run import git_commit, run_experiment
 
     out = Path(out)
+    explicit = bool(models)
     models = list(models) if models else default_models()
     datasets = list(datasets) if datasets else ["demo"]
     if budget not in ("quick", "paper"):
@@ -63,8 +64,10 @@ def run_bench(
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     for ds in datasets:
-        baselines_done: set[int] = set()
-        todo = ["delta", *[m for m in models if m not in BASELINES]]
+        baselines_done: set[str] = set()
+        todo = _bench_order(models)
+        if not explicit:  # every model by default: only those whose task reads this dataset
+            todo = _models_for_dataset(todo, ds, catalog=catalog, data_dir=data_dir)
         for model in todo:
             run_dir = out / "runs" / f"{model}-{Path(str(ds)).name}"
             entry: dict[str, Any] = {"model": model, "dataset": str(ds), "out": str(run_dir)}
@@ -78,7 +81,7 @@ def run_bench(
                 entry["error"] = f"{type(exc).__name__}: {exc}"
                 entry["traceback"] = traceback.format_exc(limit=8)
                 runs.append(entry)
-                if model not in BASELINES and progress:
+                if not _is_baseline(model) and progress:
                     print(f"bench: {model} on {ds} failed: {entry['error']}")
                 continue
             runs.append(entry)
@@ -110,20 +113,70 @@ def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[st
     return [e for e in old if _key(e) not in done] + new
 
 
-def _rows_of_run(m: dict[str, Any], reported: dict[str, Any], baselines_done: set[int]) -> list[dict[str, Any]]:
-    """Leaderboard rows of one run's metrics.json: the model, plus the trivial baselines the first
-    time a case set (one- or two-reference test cases of a dataset) is seen, because one- and
-    two-reference methods are scored on different cases and must be compared with the baselines
-    of the same cases."""
-    from .run import BASELINES
+def _task_of(model: str):
+    from stfcat.models import model_info
+    from stfcat.tasks import get_task
 
+    return get_task(model_info(model).task)
+
+
+def _is_baseline(model: str) -> bool:
+    try:
+        return model in _task_of(model).baselines
+    except Exception:  # noqa: BLE001 - an unknown id is reported by its run, not here
+        return False
+
+
+def _bench_order(models: list[str]) -> list[str]:
+    """The reference baseline of each task among ``models`` first (its run scores every baseline
+    of the task), then the models that are not baselines."""
+    first: list[str] = []
+    for m in models:
+        try:
+            ref = _task_of(m).reference_baseline
+        except Exception:  # noqa: BLE001 - an unknown id is reported by its run
+            continue
+        if ref not in first:
+            first.append(ref)
+    if not first:
+        first = ["delta"]
+    return [*first, *[m for m in models if not _is_baseline(m)]]
+
+
+def _models_for_dataset(models: list[str], ds: str, *, catalog, data_dir) -> list[str]:
+    """``models`` less those whose task cannot open ``ds`` while another one's can (a station
+    series is no image pair series). When no task opens it, all stay, so each run records why."""
+    from stfcat.tasks import TaskError
+
+    opens: dict[str, bool] = {}
+    for m in models:
+        task = _task_of(m)
+        if task.name not in opens:
+            try:
+                task.open(ds, catalog=catalog, data_dir=data_dir)
+                opens[task.name] = True
+            except TaskError:
+                opens[task.name] = False
+    if not any(opens.values()):
+        return models
+    return [m for m in models if opens[_task_of(m).name]]
+
+
+def _rows_of_run(m: dict[str, Any], reported: dict[str, Any], baselines_done: set[str]) -> list[dict[str, Any]]:
+    """Leaderboard rows of one run's metrics.json: the model, plus the trivial baselines the first
+    time a case set (the task's :meth:`~stfcat.tasks.Task.board_group`, e.g. one- or
+    two-reference test cases of a dataset) is seen, because methods scored on different cases
+    must be compared with the baselines of the same cases."""
+    from stfcat.tasks import get_task
+
+    task = get_task(m.get("task", "fusion"))
     model = m["model"]
-    shown = [model] if model not in BASELINES else []
-    n_refs = int(m.get("n_refs") or 1)
-    if n_refs not in baselines_done:
-        shown = [b for b in BASELINES if b in m["mean"]] + shown
-        baselines_done.add(n_refs)
-    return [_row(method, m, reported, model_row=method == model) for method in shown]
+    shown = [model] if model not in task.baselines else []
+    group = task.board_group(m)
+    if group not in baselines_done:
+        shown = [b for b in task.baselines if b in m["mean"]] + shown
+        baselines_done.add(group)
+    return [_row(method, m, reported, model_row=method == model, group=group) for method in shown]
 
 
 def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
@@ -137,16 +190,19 @@ def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
     out = Path(out)
     reported = json.loads((out / "reported.json").read_text()) if (out / "reported.json").is_file() else {}
     old = json.loads((out / "leaderboard.json").read_text()) if (out / "leaderboard.json").is_file() else {}
-    metrics = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/metrics.json"))]
-    # baselines first (the delta run), then models, per dataset
-    metrics.sort(key=lambda m: (m["dataset"], m["model"] != "delta", m["model"]))
+    metrics = []
+    for p in sorted((out / "runs").glob("*/metrics.json")):
+        m = json.loads(p.read_text())
+        m["_dir"] = str(p.parent)  # the folder is named after the dataset argument, not its name
+        metrics.append(m)
+    # baselines first (the reference baseline's run), then models, per dataset
+    metrics.sort(key=lambda m: (m["dataset"], not _is_baseline(m["model"]), m["model"]))
     rows: list[dict[str, Any]] = []
-    done: dict[str, set[int]] = {}
+    done: dict[str, set[str]] = {}
     for m in metrics:
         rows += _rows_of_run(m, reported, done.setdefault(m["dataset"], set()))
     ok = {(m["model"], m["dataset"]) for m in metrics}
-    runs = [{"model": m["model"], "dataset": m["dataset"], "out": str(out / "runs" / f"{m['model']}-{m['dataset']}")}
-            for m in metrics]
+    runs = [{"model": m["model"], "dataset": m["dataset"], "out": m["_dir"]} for m in metrics]
     runs += [r for r in old.get("runs", []) if r.get("error") and (r["model"], Path(r["dataset"]).name) not in ok]
     board = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -162,18 +218,20 @@ def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
     return board
 
 
-def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row: bool) -> dict[str, Any]:
+def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row: bool, group: str) -> dict[str, Any]:
     from stfcat.models import model_info
 
     info = model_info(method)
     rep = (reported.get(method) or {}).get(m["dataset"]) or (reported.get(method) or {}).get(m["dataset_arg"])
     return {
         "model": method,
+        "task": m.get("task", "fusion"),
+        "group": group,
         "family": info.family,
         "paper": info.paper,
         "dataset": m["dataset"],
         "split": m["split"],
-        "n_refs": int(m.get("n_refs") or 1),
+        "n_refs": int(m["n_refs"]) if m.get("n_refs") else (1 if m.get("task", "fusion") == "fusion" else None),
         "cases": len(m["cases"]),
         "metrics": m["mean"][method],
         "params": m["params"] if model_row else 0,
@@ -187,6 +245,13 @@ def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row:
     }
 
 
+def _fusion_title(r: dict[str, Any]) -> str:
+    """Table title of a row written before rows recorded their group (fusion only then)."""
+    refs = int(r.get("n_refs") or 1)
+    return (f"{r['dataset']}: {'one reference pair' if refs == 1 else 'two reference pairs'}, "
+            f"{r.get('cases', '?')} test case(s)")
+
+
 def leaderboard_markdown(board: dict[str, Any]) -> str:
     lines = [
         "# Leaderboard",
@@ -196,20 +261,22 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
         "\"reported\" is the paper's own number where known (its protocol may differ), otherwise —.",
         "",
     ]
+    from stfcat.tasks import get_task
+
     by_ds: dict[str, list[dict[str, Any]]] = {}
     for r in board["rows"]:
-        refs = int(r.get("n_refs") or 1)
-        title = f"{r['dataset']}: {'one reference pair' if refs == 1 else 'two reference pairs'}, {r.get('cases', '?')} test case(s)"
-        by_ds.setdefault(title, []).append(r)
-    head = ["model", "split", *[k.upper() for k in BOARD_METRICS], "params", "train s", "infer s", "commit",
-            "reproduced here", "reported in paper (RMSE / SSIM)"]
+        by_ds.setdefault(r.get("group") or _fusion_title(r), []).append(r)
     for ds, rows in by_ds.items():
+        task = get_task(rows[0].get("task", "fusion"))
+        cols = task.board_columns
+        head = ["model", "split", *[k.upper() for k in cols], "params", "train s", "infer s", "commit",
+                "reproduced here", f"reported in paper ({' / '.join(k.upper() for k in task.reported_metrics)})"]
         lines += [f"## {ds}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in sorted(rows, key=lambda r: (r["family"] != "trivial", r["metrics"].get("rmse") or 9e9)):
+        for r in sorted(rows, key=lambda r: (r["family"] != "trivial", r["metrics"].get(task.primary_metric) or 9e9)):
             rep = r.get("reported") or {}
-            rep_txt = "—" if not rep else f"{fmt(rep.get('rmse'))} / {fmt(rep.get('ssim'))}"
+            rep_txt = "—" if not rep else " / ".join(fmt(rep.get(k)) for k in task.reported_metrics)
             lines.append("| " + " | ".join([
-                r["model"], r["split"], *[fmt(r["metrics"].get(k)) for k in BOARD_METRICS],
+                r["model"], r["split"], *[fmt(r["metrics"].get(k)) for k in cols],
                 f"{r['params']:,}", fmt(float(r["train_seconds"] or 0.0)), fmt(r["infer_seconds"]),
                 (r["commit"] or "—")[:12], "yes", rep_txt,
             ]) + " |")

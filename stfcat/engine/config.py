@@ -43,7 +43,7 @@ class DataSection(_Section):
     split: str = "test"
     bands: list[str] | None = None  # facts of the data the run saw (checked on replay)
     ratio: int | None = None
-    dates: dict[str, list[str]] | None = None
+    dates: dict[str, list[str | int]] | None = None  # split dates (fusion) or index ranges (time series)
 
 
 class OptimSection(_Section):
@@ -274,15 +274,20 @@ def resolve(cfg: RunConfig, series, device) -> RunConfig:
     """The config as run: the patch clipped to the scene, the device that was picked, the data's
     bands, ratio and split dates (a replayed config whose data differ is refused)."""
     cfg = cfg.model_copy(deep=True)
-    facts = {"bands": list(series.bands), "ratio": int(series.ratio),
-             "dates": {k: list(v) for k, v in series.split.items()}}
+    facts: dict[str, Any] = {}  # what the task's data object has of these (fusion: all three)
+    if getattr(series, "bands", None) is not None:
+        facts["bands"] = list(series.bands)
+    if getattr(series, "ratio", None) is not None:
+        facts["ratio"] = int(series.ratio)
+    if getattr(series, "split", None) is not None:
+        facts["dates"] = {k: list(v) for k, v in series.split.items()}
     for name, value in facts.items():
         old = getattr(cfg.data, name)
         if old is not None and old != value:
             raise EngineError(f"config data.{name} is {old!r} but dataset {cfg.data.dataset!r} has {value!r}: "
                               "not the data this config was run on")
         setattr(cfg.data, name, value)
-    if cfg.budget is not None:
+    if cfg.budget is not None and getattr(series, "shape", None) is not None:
         cfg.budget.patch = min(cfg.budget.patch, *series.shape)
     cfg.device = str(device)
     return cfg

@@ -227,6 +227,9 @@ def fuse_files(
 
         def warn(msg: str) -> None:
             _w.warn(msg, stacklevel=2)
+    if info.task != "fusion":
+        raise EngineError(f"--model {model_id}: a model of task {info.task!r}; `stfcat fuse` fuses images "
+                          f"(see `stfcat list models --task fusion`; run it with `stfcat run {model_id}`)")
     tags = provenance_tags(model_id, catalog)
     out = Path(out)
     if out.exists() and not overwrite:

@@ -33,6 +33,17 @@ def rich_table(result: dict[str, Any]):
     for method in methods:
         t.add_column(method, justify="right", no_wrap=True,
                      style="bold cyan" if method == result["model"] else None)
-    for m in TABLE_METRICS:
-        t.add_row(f"{m.upper()} {ARROWS[m]}", *(fmt(result["mean"][k].get(m)) for k in methods))
+    for m in _table_metrics(result):
+        t.add_row(f"{m.upper()} {ARROWS.get(m.split('_')[0], '')}".rstrip(),
+                  *(fmt(result["mean"][k].get(m)) for k in methods))
     return t
+
+
+def _table_metrics(result: dict[str, Any]) -> tuple[str, ...]:
+    """The fusion metrics, or the leaderboard columns of the run's task."""
+    task = result.get("task", "fusion")
+    if task == "fusion":
+        return TABLE_METRICS
+    from stfcat.tasks import get_task
+
+    return get_task(task).board_columns

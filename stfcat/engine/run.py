@@ -1,5 +1,8 @@
-"""``stfcat run``: train a model with its recipe, predict every test case on the whole scene,
-score it and the trivial baselines with one set of metrics, write everything into one folder."""
+"""``stfcat run``: train a model with its recipe, predict every test case, score it and the
+trivial baselines of its task with the task's metrics, write everything into one folder.
+
+Everything specific to a kind of data (cases, samples, baselines, predictor, metrics, figures)
+comes from the model's task (:mod:`stfcat.tasks`); :func:`evaluate` scores any list of cases."""
 
 from __future__ import annotations
 
@@ -10,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineError
-
-BASELINES = ("copy-f1", "upsample-c2", "delta")
 
 
 @dataclass
@@ -46,31 +47,42 @@ def resolve_model(model_id: str):
         raise EngineError(str(exc)) from None
 
 
-def open_series(dataset: str | Path, *, catalog: Path | None = None, data_dir: Path | None = None):
-    """``load_series`` with its errors turned into one-line messages (unknown id with close names,
-    not fetched with the fetch command, bad manifest)."""
-    from stfcat.data.errors import DataError
-    from stfcat.data.series import load_series
+def resolve_task(info):
+    """The :class:`~stfcat.tasks.Task` of a registered model."""
+    from stfcat.tasks import TaskError, get_task
 
     try:
-        cat = None
-        if catalog is not None:
-            from stfcat.catalog import load_catalog
+        return get_task(info.task)
+    except TaskError as exc:
+        raise EngineError(f"model {info.id!r}: {exc}") from None
 
-            cat = load_catalog(Path(catalog))
-        return load_series(dataset, catalog=cat, data_dir=data_dir)
-    except KeyError as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        raise EngineError(f"--dataset: {msg} (or give the path of a series folder with manifest.json)") from None
-    except DataError as exc:
-        raise EngineError(f"--dataset {dataset}: {exc}") from None
-    except Exception as exc:
-        from stfcat.catalog import CatalogError
 
-        if isinstance(exc, CatalogError):
-            raise EngineError(f"--catalog: the catalog is invalid ({len(exc.problems)} problem(s)); "
-                              "run `stfcat validate`") from None
-        raise
+def open_data(task, dataset: str | Path, *, catalog: Path | None = None, data_dir: Path | None = None):
+    """``task.open`` with its errors as :class:`EngineError`."""
+    from stfcat.tasks import TaskError
+
+    try:
+        return task.open(dataset, catalog=catalog, data_dir=data_dir)
+    except TaskError as exc:
+        raise EngineError(str(exc)) from None
+
+
+def open_series(dataset: str | Path, *, catalog: Path | None = None, data_dir: Path | None = None):
+    """A fusion pair series for ``dataset`` (one-line errors: unknown id with close names, not
+    fetched with the fetch command, bad manifest)."""
+    from stfcat.tasks import get_task
+
+    return open_data(get_task("fusion"), dataset, catalog=catalog, data_dir=data_dir)
+
+
+def task_cases(task, data, split: str, info) -> list:
+    """``task.cases`` with its errors as :class:`EngineError`."""
+    from stfcat.tasks import TaskError
+
+    try:
+        return task.cases(data, split, info)
+    except TaskError as exc:
+        raise EngineError(str(exc)) from None
 
 
 def _default_out(model_id: str, dataset_name: str) -> Path:
@@ -82,20 +94,6 @@ def _latest_run(model_id: str, dataset_name: str) -> Path | None:
     runs = sorted(Path("runs").glob(f"{model_id}-{dataset_name}-*"))
     runs = [r for r in runs if (r / "checkpoint.pt").is_file()]
     return runs[-1] if runs else None
-
-
-def _cases_or_error(series, n_refs: int, split: str, model_id: str):
-    cases = series.cases(n_refs=n_refs, split=split)
-    if split == "test":
-        cases = [c for c in cases if c.has_target]
-    if not cases:
-        need = "two reference pairs (one before and one after each target date)" if n_refs == 2 else "one reference pair"
-        raise EngineError(
-            f"model {model_id!r} needs {need}, but dataset {series.name!r} has no {split} case with that "
-            f"({len(series.dates)} dates: {', '.join(series.dates)}; {split} dates: "
-            f"{', '.join(series.split.get(split, [])) or 'none'}). Choose a dataset with more dates or a 1-reference model."
-        )
-    return cases
 
 
 def run_experiment(
@@ -158,45 +156,47 @@ def run_experiment(
 def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resume, full_recipe, catalog,
          data_dir, tile, steps_per_epoch, overrides, progress, images, config, hooks) -> RunResult:
     import stfcat
-    from stfcat.metrics import compute_all, mean_metrics
     from stfcat.models import count_parameters, create_model
 
     from .checkpoint import model_record, save_checkpoint
     from .device import use_all_cores
-    from .predict import predict_case_multi
     from .train import TrainResult, seed_everything, train_model
 
     use_all_cores(dist.world_size)
-    series = open_series(dataset, catalog=catalog, data_dir=data_dir)
+    task = resolve_task(info)
+    data = open_data(task, dataset, catalog=catalog, data_dir=data_dir)
     model_id = info.id
-    test_cases = _cases_or_error(series, info.n_refs, "test", model_id)
+    test_cases = task_cases(task, data, "test", info)
     if out is None:
-        out = (_latest_run(model_id, series.name) if resume else None) or _default_out(model_id, series.name)
+        out = (_latest_run(model_id, data.name) if resume else None) or _default_out(model_id, data.name)
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
         raise EngineError(f"--resume: no checkpoint at {ckpt_path} (give the run folder with --out)")
 
     seed_everything(seed)
-    bands = len(series.bands)
-    model = create_model(model_id, bands=bands, ratio=series.ratio, **overrides)
-    record = model_record(model_id, model, band_names=series.bands, scale_factor=series.scale_factor,
-                          overrides=overrides)
+    model = create_model(model_id, **task.model_kwargs(data), **overrides)
+    task.prepare_model(model, data)
+    extra = dict(task.record_fields(data))
+    record = {**model_record(model_id, model, band_names=extra.pop("band_names", None),
+                             scale_factor=extra.pop("scale_factor", None), overrides=overrides), **extra}
     budget = None
     train_res = TrainResult()
     # run config: resolved against the data and device, written before training (resume/replay)
     from .config import CONFIG_NAME, recipe_and_budget, resolve, write_config
 
-    config = resolve(config, series, dev)
+    config = resolve(config, data, dev)
     if dist.is_main:
         write_config(out / CONFIG_NAME, config)
     lr, full_recipe = config.lr, config.budget is not None and config.budget.which == "paper"
     if info.trainable:
         recipe, budget = recipe_and_budget(config, info.recipe)
+        budget = task.fit_budget(budget, data)
         if budget.batch % dist.world_size:
             raise EngineError(f"--batch {budget.batch} must be divisible by the {dist.world_size} ranks")
-        train_cases = _cases_or_error(series, info.n_refs, "train", model_id)
-        train_res = train_model(model, train_cases, recipe=recipe, budget=budget, seed=seed, device=dev, lr=lr,
+        train_cases = task_cases(task, data, "train", info)
+        sampler = task.training_sampler(data, train_cases, budget, seed=seed)
+        train_res = train_model(model, sampler, recipe=recipe, budget=budget, seed=seed, device=dev, lr=lr,
                                 checkpoint=ckpt_path, resume=resume, record=record, dist=dist, progress=progress,
                                 hooks=hooks, num_workers=config.training.num_workers if config.training else 0)
     if dist.enabled:
@@ -208,42 +208,16 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     if not info.trainable:
         save_checkpoint(ckpt_path, {**record, "model_state": model.state_dict(), "train": None})
 
-    methods = {model_id: model}
-    for b in BASELINES:
-        if b != model_id:
-            methods[b] = create_model(b, bands=bands, ratio=series.ratio)
-    res_ratio = (series.fine_resolution / series.coarse_resolution
-                 if series.fine_resolution and series.coarse_resolution else 1.0 / max(series.ratio, 1))
-    per_case: list[dict[str, Any]] = []
-    infer = dict.fromkeys(methods, 0.0)
-    for case in test_cases:
-        preds, target, valid, secs = predict_case_multi(methods, case, device=dev, tile=tile, progress=progress)
-        for k, s in secs.items():
-            infer[k] += s
-        scores = {k: compute_all(p, target, valid, resolution_ratio=res_ratio) for k, p in preds.items()}
-        entry = {"id": case.id, "target_date": case.target_date, "ref_dates": list(case.ref_dates),
-                 "valid_fraction": float(valid.mean()), "metrics": scores}
-        per_case.append(entry)
-        if images:
-            from .outputs import quicklook_png, write_prediction
-
-            stem = f"{case.target_date}"
-            write_prediction(out / "predictions" / f"{model_id}_{stem}.tif", preds[model_id], series.profile,
-                             series.bands)
-            inputs, _, _ = _downsampled_inputs(case)
-            quicklook_png(out / "quicklook" / f"{stem}.png", {"F1": inputs["f1"], "C1": inputs["c1"], "C2": inputs["c2"]},
-                          _masked(target, valid), preds[model_id], series.bands,
-                          f"{model_id} on {series.name}: {case.id}")
-        del preds
-    mean = {k: mean_metrics([c["metrics"][k] for c in per_case]) for k in methods}
+    methods = {model_id: model, **baseline_models(task, data, exclude=model_id)}
+    ev = evaluate(task, data, methods, test_cases, device=dev, tile=tile, progress=progress,
+                  figures_of=model_id if images else None, out=out)
     result = {
         "model": model_id,
-        "dataset": series.name,
+        "task": task.name,
+        "dataset": data.name,
         "dataset_arg": str(dataset),
         "split": "test",
-        "n_refs": info.n_refs,
-        "bands": series.bands,
-        "resolution_ratio": res_ratio,
+        **task.describe(data, info),
         "params": count_parameters(model),
         "trainable": info.trainable,
         "budget": None if budget is None else {"epochs": budget.epochs, "patch": budget.patch,
@@ -254,12 +228,12 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         "device": str(dev),
         "world_size": dist.world_size,
         "train_seconds": train_res.seconds,
-        "infer_seconds": infer[model_id],
-        "infer_seconds_by_method": infer,
+        "infer_seconds": ev.infer_seconds[model_id],
+        "infer_seconds_by_method": ev.infer_seconds,
         "resumed": train_res.resumed,
         "history": train_res.history,
-        "cases": per_case,
-        "mean": mean,
+        "cases": ev.cases,
+        "mean": ev.mean,
         "stfcat_version": stfcat.__version__,
         "git_commit": git_commit(),
         "config": config.model_dump(mode="json"),
@@ -269,20 +243,45 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
 
     write_json(out / "metrics.json", result)
     if images:
-        loss_curve_png(out / "loss.png", train_res.history, f"{model_id} on {series.name}")
+        loss_curve_png(out / "loss.png", train_res.history, f"{model_id} on {data.name}")
     return RunResult(out, result, 0)
 
 
-def _masked(target, valid):
-    if target is None:
-        return None
-    import numpy as np
+def baseline_models(task, data, *, exclude: str | None = None) -> dict[str, Any]:
+    """The task's trivial baselines, built for ``data`` (and given what they learn from its
+    training part), in the task's order."""
+    from stfcat.models import create_model
 
-    t = target.copy()
-    t[:, ~valid] = np.nan
-    return t
+    out: dict[str, Any] = {}
+    for b in task.baselines:
+        if b != exclude:
+            m = create_model(b, **task.model_kwargs(data))
+            task.prepare_model(m, data)
+            out[b] = m
+    return out
 
 
-def _downsampled_inputs(case):
-    """Inputs of the whole scene for the quick-look (read once; the scene already fits as output)."""
-    return case.read()
+@dataclass
+class Evaluation:
+    cases: list[dict[str, Any]]  # per case: the task's case record + {"metrics": {method: {...}}}
+    mean: dict[str, dict[str, float]]  # method -> summary over cases
+    infer_seconds: dict[str, float]  # method -> seconds in its forward passes, all cases
+
+
+def evaluate(task, data, methods: dict[str, Any], cases: list, *, device: Any = "cpu", tile: int = 256,
+             progress: bool = False, figures_of: str | None = None, out: Path | None = None) -> Evaluation:
+    """Predict and score every case with every method (one pass over each case for all of them).
+    With ``figures_of`` (a method id) and ``out``, the task writes that method's figures per case."""
+    per_case: list[dict[str, Any]] = []
+    infer = dict.fromkeys(methods, 0.0)
+    for case in cases:
+        preds, target, valid, secs = task.predict(methods, case, device=device, tile=tile, progress=progress)
+        for k, s in secs.items():
+            infer[k] += s
+        scores = {k: task.metrics(p, target, valid, data) for k, p in preds.items()}
+        per_case.append({**task.case_record(case, valid), "metrics": scores})
+        if figures_of is not None and out is not None:
+            task.write_case_outputs(out, data, case, figures_of, preds, target, valid)
+        del preds
+    mean = {k: task.mean_metrics([c["metrics"][k] for c in per_case]) for k in methods}
+    return Evaluation(per_case, mean, infer)

@@ -176,7 +176,7 @@ def _check_variants() -> None:
 
 def _discovery_modules() -> list[str]:
     zoo = importlib.import_module("stfcat_zoo")
-    names = ["stfcat.models.trivial"]
+    names = ["stfcat.models.trivial", "stfcat.models.forecast"]
     names += [f"stfcat_zoo.{m.name}" for m in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name)
               if not m.name.startswith("_")]
     # Extra modules that register models (a user's own methods; the tests' tiny models in
@@ -239,12 +239,19 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def create_model(name: str, bands: int = 6, ratio: int = 16, **overrides) -> FusionModel:
+def create_model(name: str, bands: int | None = None, ratio: int | None = None, **overrides) -> FusionModel:
     """Build a registered model; ``overrides`` go to the model's constructor (a variant's fixed
-    settings are passed too and cannot be overridden: use the parent for other values)."""
+    settings are passed too and cannot be overridden: use the parent for other values). Fusion
+    models get ``bands`` (default 6) and ``ratio`` (default 16); models of other tasks take their
+    task's arguments (:meth:`stfcat.tasks.Task.model_kwargs`) as keywords."""
     info = model_info(name)
     clash = {k: v for k, v in overrides.items() if k in info.fixed and v != info.fixed[k]}
     if clash:
         raise ValueError(f"model {name!r} is a variant of {info.parent!r} with {_kwargs_text(info.fixed)} fixed; "
                          f"cannot override {_kwargs_text(clash)} (use {info.parent!r})")
-    return info.cls(bands=bands, ratio=ratio, **{**info.fixed, **overrides})
+    if info.task == "fusion":
+        overrides = {"bands": 6 if bands is None else bands, "ratio": 16 if ratio is None else ratio, **overrides}
+    else:
+        overrides = {**({} if bands is None else {"bands": bands}), **({} if ratio is None else {"ratio": ratio}),
+                     **overrides}
+    return info.cls(**{**info.fixed, **overrides})
