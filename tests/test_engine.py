@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 import torch
 from _engine_models import make_small_series  # also registers tiny-test, tiny-two-stage
+from _hooks import StopAfterEpochs
 
 from stfcat.engine.run import run_experiment
-from stfcat.engine.train import Hook, TrainingInterrupted
-
-
-class StopAfterEpochs(Hook):
-    """Test hook: raise the stop flag after ``n`` epochs, as a Ctrl-C would."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_end(self, loop, entry):
-        if loop.epochs_done >= self.n:
-            loop.request_stop()
+from stfcat.engine.train import TrainingInterrupted
 
 REQUIRED = ("rmse", "mae", "psnr", "ssim", "sam", "ergas", "cc", "uiqi", "r2")
 

@@ -180,12 +180,14 @@ def test_fuse_refuses_a_forecasting_model_with_one_line(tmp_path):
 
 
 def test_interrupted_forecaster_resumes_exactly(data_dir, tmp_path):
+    from _hooks import StopAfterEpochs
+
     from stfcat.engine.run import run_experiment
     from stfcat.engine.train import TrainingInterrupted
 
     kw = dict(data_dir=data_dir, epochs=2, steps_per_epoch=3, device="cpu", seed=1, progress=False, images=False)
     whole = run_experiment("gru-forecast", "demo", out=tmp_path / "a", **kw).metrics
     with pytest.raises(TrainingInterrupted):
-        run_experiment("gru-forecast", "demo", out=tmp_path / "b", stop_after_epochs=1, **kw)
+        run_experiment("gru-forecast", "demo", out=tmp_path / "b", hooks=[StopAfterEpochs(1)], **kw)
     resumed = run_experiment("gru-forecast", "demo", out=tmp_path / "b", resume=True, **kw).metrics
     assert resumed["resumed"] and resumed["mean"] == whole["mean"]

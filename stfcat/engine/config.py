@@ -61,7 +61,7 @@ class OptimSection(_Section):
 class BudgetSection(_Section):
     which: Literal["quick", "paper"] = "quick"
     epochs: int = Field(ge=1)
-    patch: int = Field(ge=8)
+    patch: int = Field(ge=1)  # fine pixels (fusion); tasks without patches keep 1
     batch: int = Field(ge=1)
     steps_per_epoch: int = Field(50, ge=1)
     accum_steps: int = Field(1, ge=1)
