@@ -258,3 +258,14 @@ def test_tiny_run_end_to_end_is_deterministic(name, scene, tmp_path):
     (s0, w0, _), (s1, w1, _) = results
     assert s0 == s1, f"{name}: two runs with seed 7 differ: {s0} vs {s1}"
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), f"{name}: weights differ"
+
+
+def test_a_model_of_another_task_is_skipped_naming_its_task(model_registry):
+    from stfcat.models import register_model
+    from stfcat.models.trivial import Delta
+
+    register_model("series-toy", paper=None, family="rnn", params=0, task="timeseries")(
+        type("SeriesToy", (Delta,), {"__doc__": "toy"}))
+    with pytest.raises(pytest.skip.Exception, match="series-toy: no contract inputs for task 'timeseries'"):
+        _fusion_only("series-toy")
+    assert _fusion_only("delta").task == "fusion"

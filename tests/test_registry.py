@@ -123,3 +123,13 @@ def test_shipped_variants_are_listed_with_their_parent():
     assert res.exit_code == 0 and "parent" in res.output
     line = next(ln for ln in res.output.splitlines() if "edcstfn-1ref" in ln)
     assert "edcstfn " in line.replace("edcstfn-1ref", "")
+
+
+def test_site_lists_the_models_that_imported_and_names_the_broken_module(fresh_discovery, tmp_path, monkeypatch):
+    from stfcat.site.context import collect_models
+
+    _plugin(tmp_path, monkeypatch, "stfcat_test_broken_plugin", "raise ImportError('no weights module')\n")
+    with pytest.warns(UserWarning, match="stfcat_test_broken_plugin"):
+        models = collect_models()
+    assert "stfcat_test_broken_plugin" in models.problem and "no weights module" in models.problem
+    assert {"delta", "edcstfn"} <= {m.id for m in models.rows}
