@@ -44,6 +44,8 @@ def test_a_module_that_does_not_import_stops_discovery_naming_it(fresh_discovery
         model_info("delta")
     res = CliRunner().invoke(app, ["list", "models"])
     assert res.exit_code == 1 and "stfcat_test_broken_plugin" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["run", "delta", "--dataset", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "stfcat_test_broken_plugin" in res.output, res.output
     # fixed: discovery completes and the plugin's model is there
     _plugin(tmp_path, monkeypatch, "stfcat_test_broken_plugin",
             "from stfcat.models.trivial import Delta\nfrom stfcat.models import register_model\n"

@@ -23,7 +23,6 @@ import os
 import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from .base import FusionModel, Recipe
@@ -48,7 +47,7 @@ class ModelInfo:
     """Kind of data the model works on (a module of :mod:`stfcat.tasks`)."""
     parent: str | None = None
     """For a variant (same code, other fixed settings), the id of the model it derives from."""
-    fixed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    fixed: dict[str, Any] = field(default_factory=dict)
     """Constructor arguments a variant fixes (``create_model`` passes them; overriding one is an error)."""
 
 
@@ -112,7 +111,7 @@ def register_model(
             description=doc[0] if doc else "",
             task=task,
             parent=parent,
-            fixed=MappingProxyType(dict(fixed or {})),
+            fixed=dict(fixed or {}),
         )
         return cls
 
