@@ -19,6 +19,7 @@ from stfcat.models import (
     scoped,
     variant_of,
 )
+from stfcat.models.registry import VariantError
 from stfcat.models.trivial import Delta
 
 
@@ -104,12 +105,14 @@ def test_variant_with_fixed_settings(model_registry):
 def test_undeclared_subclass_variant_and_missing_parent_are_refused(fresh_discovery):
     register_model("toy", paper="toy-paper", family="cnn", params=0)(_Width)
     register_model("toy-sub", paper="toy-paper", family="cnn", params=0)(type("Sub", (_Width,), {}))
-    with pytest.raises(ValueError, match=r"'toy-sub' subclasses 'toy'.*variant_of\('toy'"):
+    with pytest.raises(VariantError, match=r"'toy-sub' subclasses 'toy'.*variant_of\('toy'"):
         list_models()
+    res = CliRunner().invoke(app, ["list", "models"])
+    assert res.exit_code == 1 and "'toy-sub' subclasses 'toy'" in res.output and "Traceback" not in res.output
     model_registry = fresh_discovery
     model_registry._REGISTRY.pop("toy-sub")
     register_model("orphan", paper=None, family="cnn", params=0, parent="gone")(type("O", (_Width,), {}))
-    with pytest.raises(ValueError, match="'orphan': parent 'gone' is not a registered model"):
+    with pytest.raises(VariantError, match="'orphan': parent 'gone' is not a registered model"):
         list_models()
 
 

@@ -51,7 +51,15 @@ class ModelInfo:
     """Constructor arguments a variant fixes (``create_model`` passes them; overriding one is an error)."""
 
 
-class ModelImportError(ImportError):
+class RegistryError(Exception):
+    """The registry cannot be trusted: a model module does not import, or variants are inconsistent."""
+
+
+class VariantError(RegistryError, ValueError):
+    """A variant's parent is missing, or a subclass of a registered model does not declare its parent."""
+
+
+class ModelImportError(RegistryError, ImportError):
     """A module that should register models does not import (discovery stops: no partial registry)."""
 
     def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
@@ -170,7 +178,7 @@ def _check_variants() -> None:
                                     f"with variant_of({other.id!r}, ...) or parent={other.id!r}")
                     break
     if problems:
-        raise ValueError("model registry: " + "; ".join(problems))
+        raise VariantError("model registry: " + "; ".join(problems))
 
 
 def _discovery_modules() -> list[str]:
