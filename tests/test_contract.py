@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from stfcat.models import create_model, list_models, model_info
+from stfcat.models import FusionModel, Stage, create_model, list_models, model_info
 from stfcat.models.base import REQUIRED_KEYS
 
 RATIO = 4
@@ -144,6 +144,10 @@ def test_checkpoint_roundtrip_gives_identical_output(name, tmp_path):
 # --- tiled prediction ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", MODELS)
 def test_tiled_prediction_equals_one_pass(name, scene):
+    check_tiling(name, scene)
+
+
+def check_tiling(name: str, scene) -> None:
     from stfcat.data.series import load_series
     from stfcat.data.tiling import iter_tiles
     from stfcat.engine.predict import predict_case_multi, tile_layout
@@ -210,6 +214,10 @@ def _forward_params(model, batch) -> set[int]:
 
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_forward_is_the_fusion_output_after_each_stage(name):
+    check_stages(name)
+
+
+def check_stages(name: str) -> None:
     info = _fusion_only(name)
     model = _create(name)
     size = _size(model)
@@ -269,3 +277,47 @@ def test_a_model_of_another_task_is_skipped_naming_its_task(model_registry):
     with pytest.raises(pytest.skip.Exception, match="series-toy: no contract inputs for task 'timeseries'"):
         _fusion_only("series-toy")
     assert _fusion_only("delta").task == "fusion"
+
+
+# --- the checks can fail ---------------------------------------------------------------------------
+class _GlobalShift(FusionModel):
+    """F1 + the scene-mean coarse change: an image-level statistic, so tiles differ."""
+
+    trainable = False
+    halo = 0
+
+    def forward(self, b):
+        return b["f1"] + (b["c2"] - b["c1"]).mean(dim=(2, 3), keepdim=True) * 10
+
+
+class _AuxOutput(FusionModel):
+    """A staged model whose forward wrongly returns its auxiliary network's output."""
+
+    def __init__(self, bands: int = 6, ratio: int = 16) -> None:
+        super().__init__(bands, ratio)
+        self.fusion = torch.nn.Conv2d(3 * bands, bands, 3, padding=1)
+        self.aux = torch.nn.Conv2d(bands, bands, 3, padding=1)
+
+    def forward(self, b):
+        return self.aux(b["f1"])
+
+    def stages(self):
+        return [Stage("aux", loss=lambda b, t: (self(b) - t).pow(2).mean(), params=list(self.aux.parameters()))]
+
+
+def test_the_tiling_and_stage_checks_catch_broken_models(model_registry, scene):
+    from stfcat.models import Budget, OptimSpec, Recipe, register_model
+
+    register_model("toy-global", paper=None, family="trivial", params=0)(_GlobalShift)
+    with pytest.raises(AssertionError, match="toy-global: tiled prediction differs from one pass"):
+        check_tiling("toy-global", scene)
+    _GlobalShift.tile_exact, _GlobalShift.tile_bound = False, 1e-9
+    try:
+        with pytest.raises(AssertionError, match="over its declared bound 1e-09"):
+            check_tiling("toy-global", scene)
+    finally:
+        del _GlobalShift.tile_exact, _GlobalShift.tile_bound
+    recipe = Recipe(OptimSpec(), quick=Budget(1, 32, 1, 1), paper=Budget(1, 32, 1, 1))
+    register_model("toy-aux", paper=None, family="cnn", params=None, recipe=recipe)(_AuxOutput)
+    with pytest.raises(AssertionError, match="toy-aux/aux: forward ignores C2"):
+        check_stages("toy-aux")
