@@ -116,6 +116,8 @@ class FSDAF(WindowMethod):
     select_group = 7  # offset columns per group in the selection's first stage (see _select)
     op_elems = 1 << 17  # elements per operand of the similar-pixel step's element-wise ops
     row_align = None  # steps 1-4 are global over the tile
+    tile_exact = False  # ... so tiles differ from one pass (the IDL code's own block seams)
+    tile_bound = 0.02  # contract scenes show 0.004
 
     def __init__(
         self,

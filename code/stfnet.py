@@ -56,6 +56,8 @@ class StfNet(FusionModel):
     """Two-stream CNN predicting fine differences from both sides with a temporal constraint."""
 
     n_refs = 2
+    tile_exact = False  # the side weight is an image-level mean of |C change|: per tile when tiled
+    tile_bound = 1e-3  # contract scenes show 1.7e-4
 
     def __init__(self, bands: int = 6, ratio: int = 16, *, lam: float = 1.0, threshold: float = 0.1) -> None:
         super().__init__(bands, ratio)

@@ -19,6 +19,7 @@ from stfcat.models import (
     scoped,
     variant_of,
 )
+from stfcat.models.registry import VariantError
 from stfcat.models.trivial import Delta
 
 
@@ -44,6 +45,8 @@ def test_a_module_that_does_not_import_stops_discovery_naming_it(fresh_discovery
         model_info("delta")
     res = CliRunner().invoke(app, ["list", "models"])
     assert res.exit_code == 1 and "stfcat_test_broken_plugin" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["run", "delta", "--dataset", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "stfcat_test_broken_plugin" in res.output, res.output
     # fixed: discovery completes and the plugin's model is there
     _plugin(tmp_path, monkeypatch, "stfcat_test_broken_plugin",
             "from stfcat.models.trivial import Delta\nfrom stfcat.models import register_model\n"
@@ -102,12 +105,14 @@ def test_variant_with_fixed_settings(model_registry):
 def test_undeclared_subclass_variant_and_missing_parent_are_refused(fresh_discovery):
     register_model("toy", paper="toy-paper", family="cnn", params=0)(_Width)
     register_model("toy-sub", paper="toy-paper", family="cnn", params=0)(type("Sub", (_Width,), {}))
-    with pytest.raises(ValueError, match=r"'toy-sub' subclasses 'toy'.*variant_of\('toy'"):
+    with pytest.raises(VariantError, match=r"'toy-sub' subclasses 'toy'.*variant_of\('toy'"):
         list_models()
+    res = CliRunner().invoke(app, ["list", "models"])
+    assert res.exit_code == 1 and "'toy-sub' subclasses 'toy'" in res.output and "Traceback" not in res.output
     model_registry = fresh_discovery
     model_registry._REGISTRY.pop("toy-sub")
     register_model("orphan", paper=None, family="cnn", params=0, parent="gone")(type("O", (_Width,), {}))
-    with pytest.raises(ValueError, match="'orphan': parent 'gone' is not a registered model"):
+    with pytest.raises(VariantError, match="'orphan': parent 'gone' is not a registered model"):
         list_models()
 
 
@@ -123,3 +128,13 @@ def test_shipped_variants_are_listed_with_their_parent():
     assert res.exit_code == 0 and "parent" in res.output
     line = next(ln for ln in res.output.splitlines() if "edcstfn-1ref" in ln)
     assert "edcstfn " in line.replace("edcstfn-1ref", "")
+
+
+def test_site_lists_the_models_that_imported_and_names_the_broken_module(fresh_discovery, tmp_path, monkeypatch):
+    from stfcat.site.context import collect_models
+
+    _plugin(tmp_path, monkeypatch, "stfcat_test_broken_plugin", "raise ImportError('no weights module')\n")
+    with pytest.warns(UserWarning, match="stfcat_test_broken_plugin"):
+        models = collect_models()
+    assert "stfcat_test_broken_plugin" in models.problem and "no weights module" in models.problem
+    assert {"delta", "edcstfn"} <= {m.id for m in models.rows}

@@ -12,12 +12,12 @@ from stfcat.models import count_parameters, create_model, list_models, model_inf
 from stfcat.models.base import REQUIRED_KEYS
 
 RATIO = 8
-# Every model stfcat ships (package and code/ zoo). Models that other test modules register for
-# themselves (tiny engine models, a deliberately broken one for bench) are not part of the zoo and
-# would otherwise leak in, depending on collection order.
+# Every registered model (package, code/ zoo, STFCAT_PLUGINS modules) except the tiny engine models
+# that test modules register for themselves, which would leak in depending on collection order
+# (the same rule as tests/test_contract.py).
+TEST_MODULES = ("_engine_models", "test_", "tests.", "conftest")
 # Fusion models only: the batches below are image pairs (models of other tasks: tests/test_<task>.py).
-MODELS = [m for m in list_models(task="fusion")
-          if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
+MODELS = [m for m in list_models(task="fusion") if not model_info(m).cls.__module__.startswith(TEST_MODULES)]
 
 
 def _create(name: str, bands: int):

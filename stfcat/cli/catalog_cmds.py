@@ -58,11 +58,11 @@ def validate(catalog: CatalogOpt = None) -> None:
 
 
 def _model_rows() -> list[dict]:
-    from stfcat.models import ModelImportError, list_models, model_info
+    from stfcat.models import RegistryError, list_models, model_info
 
     try:
         ids = list_models()
-    except ModelImportError as exc:
+    except RegistryError as exc:
         raise fail(str(exc)) from None
     rows = []
     for mid in ids:

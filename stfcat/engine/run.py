@@ -39,11 +39,11 @@ def git_commit() -> str | None:
 
 
 def resolve_model(model_id: str):
-    from stfcat.models import UnknownModelError, model_info
+    from stfcat.models import RegistryError, UnknownModelError, model_info
 
     try:
         return model_info(model_id)
-    except UnknownModelError as exc:
+    except (UnknownModelError, RegistryError) as exc:
         raise EngineError(str(exc)) from None
 
 

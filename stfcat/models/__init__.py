@@ -4,6 +4,7 @@ from .base import Batch, Budget, FusionModel, OptimSpec, Recipe, Stage, count_pa
 from .registry import (
     ModelImportError,
     ModelInfo,
+    RegistryError,
     UnknownModelError,
     create_model,
     list_models,
@@ -14,7 +15,7 @@ from .registry import (
 )
 
 __all__ = [
-    "Batch", "Budget", "FusionModel", "ModelImportError", "ModelInfo", "OptimSpec", "Recipe", "Stage",
+    "Batch", "Budget", "FusionModel", "ModelImportError", "ModelInfo", "OptimSpec", "Recipe", "RegistryError", "Stage",
     "UnknownModelError", "count_parameters", "create_model", "list_models", "model_info", "register_model",
     "scoped", "variant_of",
 ]

@@ -133,6 +133,13 @@ class FusionModel(nn.Module):
     tile_align: int = 1
     """Tile origins of whole-scene prediction fall on multiples of this (``ratio`` for methods
     that average ``ratio x ratio`` blocks, so no coarse pixel is split between tiles)."""
+    tile_exact: ClassVar[bool] = True
+    """Whether tiled whole-scene prediction equals one pass over the scene (to 1e-5; the contract
+    tests check it). A method that uses image-level statistics or global attention sets False and
+    declares ``tile_bound``."""
+    tile_bound: ClassVar[float | None] = None
+    """For ``tile_exact = False``: the largest absolute difference (reflectance) between tiled and
+    one-pass prediction the method accepts on the contract tests' tiny smooth scenes."""
 
     def __init__(self, bands: int = 6, ratio: int = 16) -> None:
         super().__init__()

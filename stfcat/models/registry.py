@@ -23,7 +23,6 @@ import os
 import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from .base import FusionModel, Recipe
@@ -48,11 +47,19 @@ class ModelInfo:
     """Kind of data the model works on (a module of :mod:`stfcat.tasks`)."""
     parent: str | None = None
     """For a variant (same code, other fixed settings), the id of the model it derives from."""
-    fixed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    fixed: dict[str, Any] = field(default_factory=dict)
     """Constructor arguments a variant fixes (``create_model`` passes them; overriding one is an error)."""
 
 
-class ModelImportError(ImportError):
+class RegistryError(Exception):
+    """The registry cannot be trusted: a model module does not import, or variants are inconsistent."""
+
+
+class VariantError(RegistryError, ValueError):
+    """A variant's parent is missing, or a subclass of a registered model does not declare its parent."""
+
+
+class ModelImportError(RegistryError, ImportError):
     """A module that should register models does not import (discovery stops: no partial registry)."""
 
     def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
@@ -112,7 +119,7 @@ def register_model(
             description=doc[0] if doc else "",
             task=task,
             parent=parent,
-            fixed=MappingProxyType(dict(fixed or {})),
+            fixed=dict(fixed or {}),
         )
         return cls
 
@@ -171,7 +178,7 @@ def _check_variants() -> None:
                                     f"with variant_of({other.id!r}, ...) or parent={other.id!r}")
                     break
     if problems:
-        raise ValueError("model registry: " + "; ".join(problems))
+        raise VariantError("model registry: " + "; ".join(problems))
 
 
 def _discovery_modules() -> list[str]:

@@ -1,0 +1,323 @@
+"""Contract tests over the whole registry (timm style): every registered model, the moment it
+registers, must
+
+* come back from a checkpoint (``stfcat.engine.checkpoint``) with bit-identical output;
+* predict a scene in tiles (the engine's whole-scene predictor) as in one pass, within 1e-5, or
+  declare ``tile_exact = False`` with a ``tile_bound`` (largest absolute difference) that holds;
+* return the fusion output from ``forward`` after each training stage: a stage that trains only an
+  auxiliary network (loss autoencoder, discriminator) leaves it unchanged, one that trains the
+  fusion network changes it, and it always depends on the target date's coarse image;
+* run end to end (``run_experiment``: 1 epoch, 1 step per stage, 32 px patches, tiny scene) twice
+  with the same seed and give the same metrics and weights.
+
+Inputs are built per task (``ModelInfo.task``): only ``fusion`` so far; a model of another task is
+skipped with its task named until its task has contract inputs here. Sizes are tiny on purpose:
+the suite must stay within 15 min on a 2-core CI machine with ~52 models.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stfcat.models import FusionModel, Stage, create_model, list_models, model_info
+from stfcat.models.base import REQUIRED_KEYS
+
+RATIO = 4
+BANDS = 3
+MAX_TILED_SIDE = 256
+"""Largest scene the tiling check builds (a model whose receptive field needs more is skipped, named)."""
+TEST_MODULES = ("_engine_models", "test_", "tests.", "conftest")
+"""Modules of models the test suite registers for itself (tiny engine models): not part of the contract."""
+
+
+def _contract_models() -> list[str]:
+    return [m for m in list_models() if not model_info(m).cls.__module__.startswith(TEST_MODULES)]
+
+
+MODELS = _contract_models()
+TRAINABLE = [m for m in MODELS if model_info(m).trainable]
+
+
+def _fusion_only(name: str):
+    info = model_info(name)
+    if info.task != "fusion":
+        pytest.skip(f"{name}: no contract inputs for task {info.task!r} yet (tests/test_contract.py builds fusion only)")
+    return info
+
+
+SMALL = {"window": 7, "width": 8, "feats": 8}
+"""Constructor settings that keep a model's code paths and receptive field but make it cheap: classical
+moving windows of 7 px, 8 feature channels (widths do not change what tiling or checkpoints must do)."""
+
+
+def _small(name: str) -> dict:
+    params = inspect.signature(model_info(name).cls.__init__).parameters
+    return {k: v for k, v in SMALL.items() if k in params and k not in model_info(name).fixed}
+
+
+def _create(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model(name, bands=BANDS, ratio=RATIO, **_small(name))
+
+
+def _batch(n_refs: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.avg_pool2d(torch.rand(1, BANDS, size, size, generator=g), 5, 1, 2) * 0.5 + 0.05
+    return {k: (base + 0.05 * torch.rand(1, BANDS, size, size, generator=g)) for k in REQUIRED_KEYS[n_refs]}
+
+
+def _size(model) -> int:
+    return max(4 * RATIO, int(getattr(model, "min_size", 32)))
+
+
+# --- tiny scenes ---------------------------------------------------------------------------------
+def _write_series(folder, side: int, n_dates: int = 5):
+    """A tiny series folder: smooth fine fields that change over time, coarse = ratio-block means
+    on the fine grid. Dates 0-2 train, 3 is the one test date (date 4 is its later reference), so
+    every model gets one test case with one or two references."""
+    from stfcat.data.manifest import Manifest, write_manifest
+    from stfcat.data.readers import write_geotiff
+
+    rng = np.random.default_rng(side)
+    coarse_side = math.ceil(side / 4)
+    field = rng.random((BANDS, coarse_side, coarse_side)).repeat(4, 1).repeat(4, 2)[:, :side, :side]
+    dates = [f"2020-0{m + 1}-01" for m in range(n_dates)]
+    pairs = []
+    for i, d in enumerate(dates):
+        fine = (0.05 + 0.3 * field * (1 + 0.1 * i) + 0.02 * rng.random((BANDS, side, side))).astype(np.float32)
+        nb = math.ceil(side / RATIO)
+        pad = np.pad(fine, ((0, 0), (0, nb * RATIO - side), (0, nb * RATIO - side)), mode="edge")
+        blocks = pad.reshape(BANDS, nb, RATIO, nb, RATIO).mean(axis=(2, 4))
+        coarse = blocks.repeat(RATIO, 1).repeat(RATIO, 2)[:, :side, :side].astype(np.float32)
+        write_geotiff(folder / "fine" / f"{d}.tif", fine)
+        write_geotiff(folder / "coarse" / f"{d}.tif", coarse)
+        pairs.append({"date": d, "fine": {"path": f"fine/{d}.tif"}, "coarse": {"path": f"coarse/{d}.tif"}})
+    write_manifest(Manifest(name=folder.name, bands=[f"b{i}" for i in range(BANDS)], scale_factor=1.0,
+                            fine_resolution=30.0, coarse_resolution=30.0 * RATIO, ratio=RATIO, shape=(side, side),
+                            split={"train": dates[:3], "test": dates[3:4]}, pairs=pairs), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory):
+    """``scene(side)`` -> the folder of a tiny series of that side (written once per side)."""
+    made: dict[int, object] = {}
+    root = tmp_path_factory.mktemp("contract-scenes")
+
+    def get(side: int):
+        if side not in made:
+            made[side] = _write_series(root / f"s{side}", side)
+        return made[side]
+
+    return get
+
+
+# --- checkpoint ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MODELS)
+def test_checkpoint_roundtrip_gives_identical_output(name, tmp_path):
+    from stfcat.engine.checkpoint import load_checkpoint, model_from_checkpoint, model_record, save_checkpoint
+
+    info = _fusion_only(name)
+    model = _create(name, seed=0).eval()
+    with torch.no_grad():  # move the weights off their initial values: a reload must not re-initialise
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    batch = _batch(info.n_refs, _size(model))
+    with torch.no_grad():
+        expect = model(batch)
+    record = model_record(name, model, band_names=[f"b{i}" for i in range(BANDS)], scale_factor=1.0,
+                          overrides=_small(name))
+    path = save_checkpoint(tmp_path / "ckpt.pt", {**record, "model_state": model.state_dict()})
+    torch.manual_seed(1)  # another initialisation: only the checkpoint can make the outputs equal
+    loaded = model_from_checkpoint(load_checkpoint(path), name, bands=BANDS, path=path).eval()
+    with torch.no_grad():
+        got = loaded(batch)
+    assert torch.equal(got, expect), f"{name}: output after checkpoint reload differs by {(got - expect).abs().max()}"
+
+
+# --- tiled prediction ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MODELS)
+def test_tiled_prediction_equals_one_pass(name, scene):
+    check_tiling(name, scene)
+
+
+def check_tiling(name: str, scene) -> None:
+    from stfcat.data.series import load_series
+    from stfcat.data.tiling import iter_tiles
+    from stfcat.engine.predict import predict_case_multi, tile_layout
+
+    info = _fusion_only(name)
+    model = _create(name)
+    # the smallest tiles the engine allows, and a scene just wider than one: 2 x 2 tiles, seams inside
+    tile, overlap = tile_layout((4096, 4096), model, 1)
+    align = max(1, int(getattr(model, "tile_align", 1)))
+    side = math.ceil((tile + 16) / align) * align
+    if side > MAX_TILED_SIDE:
+        pytest.skip(f"{name}: its {tile} px tiles (halo {model.halo}) need a {side} px scene, over the "
+                    f"contract budget of {MAX_TILED_SIDE} px")
+    assert len(list(iter_tiles((side, side), tile, overlap, align))) > 1, f"{name}: the scene is a single tile"
+    case = load_series(scene(side)).cases(info.n_refs, "test")[0]
+    tiled = predict_case_multi({name: model}, case, tile=1)[0][name]
+    batch, _, _ = case.tensors()
+    with torch.no_grad():
+        whole = model.eval()(batch)[0].numpy()
+    diff = float(np.abs(tiled - whole).max())
+    if getattr(model, "tile_exact", True):
+        assert diff <= 1e-5, f"{name}: tiled prediction differs from one pass by {diff:.3g} (halo {model.halo})"
+    else:
+        bound = getattr(model, "tile_bound", None)
+        assert bound is not None, f"{name}: tile_exact = False needs a declared tile_bound"
+        assert diff <= bound, f"{name}: tiled prediction differs by {diff:.3g}, over its declared bound {bound}"
+
+
+# --- stages ------------------------------------------------------------------------------------------
+def _stage_optimizers(model, stage, prev: dict | None) -> dict:
+    """The stage's optimisers (SGD, so an update is plain and fast), built as the engine does: at
+    the stage's start, over the parameters that require grad then."""
+    if stage.continues and prev is not None:
+        return prev
+    if stage.optimizers:
+        groups = {k: ps for k, (ps, _) in stage.optimizers.items()}
+    else:
+        groups = {"main": stage.params if stage.params is not None else model.parameters()}
+    return {k: torch.optim.SGD([p for p in ps if p.requires_grad], lr=1e-4) for k, ps in groups.items()}
+
+
+def _stage_step(stage, batch, target, opts: dict) -> None:
+    if stage.loss is not None:
+        opts["main"].zero_grad()
+        stage.loss(batch, target).backward()
+        opts["main"].step()
+    else:
+        stage.step(batch, target, opts)
+
+
+def _forward_params(model, batch) -> set[int]:
+    """Parameters the prediction depends on (the fusion network)."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    out = model(batch)
+    live = [p for p in params if p.requires_grad]  # forward() may freeze a loss network itself
+    grads = torch.autograd.grad(out.sum(), live, allow_unused=True) if out.requires_grad else [None] * len(live)
+    for p, f in zip(params, flags, strict=True):
+        p.requires_grad_(f)
+    return {id(p) for p, g in zip(live, grads, strict=True) if g is not None}
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_forward_is_the_fusion_output_after_each_stage(name):
+    check_stages(name)
+
+
+def check_stages(name: str) -> None:
+    info = _fusion_only(name)
+    model = _create(name)
+    size = _size(model)
+    batch, target = _batch(info.n_refs, size), _batch(1, size, seed=1)["f1"]
+    moved = {k: v + 0.1 if k == "c2" else v for k, v in batch.items()}
+    opts = None
+    for stage in model.stages():
+        opts = _stage_optimizers(model, stage, opts)
+        trained = {id(p) for o in opts.values() for g in o.param_groups for p in g["params"]}
+        fusion = _forward_params(model.eval(), batch)
+        with torch.no_grad():
+            before = model(batch)
+        buffers = [b.clone() for b in model.buffers()]
+        model.train()
+        _stage_step(stage, batch, target, opts)
+        model.eval()
+        with torch.no_grad():
+            after, shifted = model(batch), model(moved)
+        assert after.shape == target.shape and torch.isfinite(after).all(), f"{name}/{stage.name}: bad output"
+        assert not torch.equal(after, shifted), f"{name}/{stage.name}: forward ignores C2 (not a fusion output)"
+        same_buffers = all(torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True))
+        if not trained & fusion and same_buffers:
+            assert torch.equal(after, before), f"{name}/{stage.name}: trains no fusion parameter but moves forward()"
+        elif trained & fusion:
+            assert not torch.equal(after, before), f"{name}/{stage.name}: trains the fusion network, forward() unchanged"
+
+
+# --- end to end ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MODELS)
+def test_tiny_run_end_to_end_is_deterministic(name, scene, tmp_path):
+    from stfcat.engine.checkpoint import load_checkpoint
+    from stfcat.engine.run import run_experiment
+
+    _fusion_only(name)
+    folder = scene(32)
+    results = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        res = run_experiment(name, folder, device="cpu", seed=7, out=out, epochs=1, steps_per_epoch=1, batch=1,
+                             patch=32, overrides=_small(name), progress=False, images=False)
+        saved = json.loads((out / "metrics.json").read_text())
+        assert saved["model"] == name and len(saved["cases"]) >= 1
+        scores = saved["mean"][name]
+        assert all(math.isfinite(scores[k]) for k in ("rmse", "ssim", "sam")), f"{name}: {scores}"
+        results.append((scores, load_checkpoint(out / "checkpoint.pt")["model_state"], res))
+    (s0, w0, _), (s1, w1, _) = results
+    assert s0 == s1, f"{name}: two runs with seed 7 differ: {s0} vs {s1}"
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), f"{name}: weights differ"
+
+
+def test_a_model_of_another_task_is_skipped_naming_its_task(model_registry):
+    from stfcat.models import register_model
+    from stfcat.models.trivial import Delta
+
+    register_model("series-toy", paper=None, family="rnn", params=0, task="timeseries")(
+        type("SeriesToy", (Delta,), {"__doc__": "toy"}))
+    with pytest.raises(pytest.skip.Exception, match="series-toy: no contract inputs for task 'timeseries'"):
+        _fusion_only("series-toy")
+    assert _fusion_only("delta").task == "fusion"
+
+
+# --- the checks can fail ---------------------------------------------------------------------------
+class _GlobalShift(FusionModel):
+    """F1 + the scene-mean coarse change: an image-level statistic, so tiles differ."""
+
+    trainable = False
+    halo = 0
+
+    def forward(self, b):
+        return b["f1"] + (b["c2"] - b["c1"]).mean(dim=(2, 3), keepdim=True) * 10
+
+
+class _AuxOutput(FusionModel):
+    """A staged model whose forward wrongly returns its auxiliary network's output."""
+
+    def __init__(self, bands: int = 6, ratio: int = 16) -> None:
+        super().__init__(bands, ratio)
+        self.fusion = torch.nn.Conv2d(3 * bands, bands, 3, padding=1)
+        self.aux = torch.nn.Conv2d(bands, bands, 3, padding=1)
+
+    def forward(self, b):
+        return self.aux(b["f1"])
+
+    def stages(self):
+        return [Stage("aux", loss=lambda b, t: (self(b) - t).pow(2).mean(), params=list(self.aux.parameters()))]
+
+
+def test_the_tiling_and_stage_checks_catch_broken_models(model_registry, scene):
+    from stfcat.models import Budget, OptimSpec, Recipe, register_model
+
+    register_model("toy-global", paper=None, family="trivial", params=0)(_GlobalShift)
+    with pytest.raises(AssertionError, match="toy-global: tiled prediction differs from one pass"):
+        check_tiling("toy-global", scene)
+    _GlobalShift.tile_exact, _GlobalShift.tile_bound = False, 1e-9
+    try:
+        with pytest.raises(AssertionError, match="over its declared bound 1e-09"):
+            check_tiling("toy-global", scene)
+    finally:
+        del _GlobalShift.tile_exact, _GlobalShift.tile_bound
+    recipe = Recipe(OptimSpec(), quick=Budget(1, 32, 1, 1), paper=Budget(1, 32, 1, 1))
+    register_model("toy-aux", paper=None, family="cnn", params=None, recipe=recipe)(_AuxOutput)
+    with pytest.raises(AssertionError, match="toy-aux/aux: forward ignores C2"):
+        check_stages("toy-aux")
