@@ -414,3 +414,17 @@ def test_fuse_estarfm_on_real_cia_leaves_no_holes(tmp_path):
     assert holes.any()  # the crop holds the case
     assert np.isfinite(got).all()
     assert np.nanmin(got) > -0.05 and np.nanmax(got) < 1.0
+
+
+def test_derive_ratio_without_georeferencing_uses_the_image_sizes(tmp_path):
+    from stfcat.data.readers import RasterInfo
+    from stfcat.engine.fuse import derive_ratio
+
+    def info(h, w):
+        return RasterInfo(path=tmp_path / f"{h}x{w}", driver="ENVI", count=1, shape=(h, w), dtype="int16",
+                          crs=None, transform=None, nodata=None)
+
+    assert derive_ratio(info(480, 480), {"c1": info(24, 24)}) == 20
+    assert derive_ratio(info(480, 470), {"c1": info(24, 24)}) == 20  # a partial last column
+    with pytest.raises(EngineError, match="--coarse-ref .*25x24"):
+        derive_ratio(info(480, 480), {"c1": info(25, 24)})
