@@ -168,7 +168,7 @@ def _load_model(model_id: str, weights: Path | None, bands: int, ratio: int | No
         if info.trainable:
             raise EngineError(f"model {model_id!r} is trainable: give --weights (the checkpoint.pt of a "
                               f"`stfcat run {model_id}` folder)")
-        if ratio is None and info.family != "trivial":
+        if ratio is None and getattr(info.cls, "uses_ratio", True):
             raise EngineError(f"model {model_id!r} needs the coarse/fine ratio and every coarse input is on the "
                               "fine grid (nothing to derive it from): give --ratio N")
         return create_model(model_id, bands=bands, ratio=ratio or 1), {}
