@@ -97,6 +97,7 @@ class ESTARFM(WindowMethod):
     """ESTARFM (Zhu et al. 2010): two-pair similar-pixel fusion with conversion coefficients."""
 
     n_refs = 2
+    uses_ratio = False  # windows, regressions and weights are on the fine grid only
     min_window = 3
     tile = (16, 16)  # pixels per similarity matrix: small keeps it dense, large feeds the GEMM
 

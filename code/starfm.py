@@ -63,6 +63,7 @@ from ._classical_common import (
 
 
 class _STARFMBase(WindowMethod):
+    uses_ratio = False  # windows and weights are on the fine grid only
 
     def __init__(
         self,

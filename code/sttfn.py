@@ -103,7 +103,8 @@ class STTFN(FusionModel):
         self.forward_net = MultiScaleFusionCNN(bands, width)
         self.backward_net = MultiScaleFusionCNN(bands, width)
         self.halo = 3 + 3 + ratio  # 7x7 + three 3x3 convs, plus the STC window
-        self.receptive_field = max(3 + 3, ratio // 2)  # CNN radius 6; STC box of `ratio` px (radius ratio // 2), per pixel after
+        # CNN: 7x7 (3) + three 3x3 (3) = 6; STC weights: a box of `ratio` px (radius ratio // 2); mixed per pixel
+        self.receptive_field = max(3 + 3, ratio // 2)
 
     def config(self) -> dict:
         return {**super().config(), "width": self.width}

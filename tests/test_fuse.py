@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from stfcat.cli.main import app
 from stfcat.engine.errors import EngineError
 from stfcat.engine.fuse import fuse_files
+from stfcat.models import list_models, model_info
 
 H, W, B, R = 96, 80, 4, 16
 CRS = "EPSG:32650"
@@ -413,3 +414,42 @@ def test_fuse_estarfm_on_real_cia_leaves_no_holes(tmp_path):
     assert holes.any()  # the crop holds the issue's case
     assert np.isfinite(got).all()
     assert np.nanmin(got) > -0.05 and np.nanmax(got) < 1.0
+
+
+def test_derive_ratio_without_georeferencing_uses_the_image_sizes(tmp_path):
+    from stfcat.data.readers import RasterInfo
+    from stfcat.engine.fuse import derive_ratio
+
+    def info(h, w):
+        return RasterInfo(path=tmp_path / f"{h}x{w}", driver="ENVI", count=1, shape=(h, w), dtype="int16",
+                          crs=None, transform=None, nodata=None)
+
+    assert derive_ratio(info(480, 480), {"c1": info(24, 24)}) == 20
+    assert derive_ratio(info(480, 470), {"c1": info(24, 24)}) == 20  # a partial last column
+    with pytest.raises(EngineError, match="--coarse-ref .*25x24"):
+        derive_ratio(info(480, 480), {"c1": info(25, 24)})
+
+
+ZOO = [m for m in list_models() if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
+
+
+@pytest.mark.parametrize("name", [m for m in ZOO if not model_info(m).cls.uses_ratio])
+def test_models_that_declare_no_use_of_the_ratio_ignore_it(name):
+    """``uses_ratio = False`` lets fuse run them without a ratio: their output must not depend on it."""
+    import inspect
+
+    from stfcat.models import create_model
+    from stfcat.models.base import REQUIRED_KEYS
+
+    info = model_info(name)
+    small = {"window": 7} if "window" in inspect.signature(info.cls.__init__).parameters else {}
+    g = torch.Generator().manual_seed(0)
+    batch = {k: torch.rand(1, 3, 32, 32, generator=g) * 0.4 + 0.05 for k in REQUIRED_KEYS[info.n_refs]}
+    outs = [create_model(name, bands=3, ratio=r, **small).eval()(batch) for r in (4, 8, 16)]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_fuse_runs_ratio_free_methods_on_fine_grid_coarse_images(tmp_path):
+    paths, truth = _ratio20_scene(tmp_path / "s", native=False)
+    fuse_files("starfm", **paths, out=tmp_path / "st.tif", device="cpu")  # no --ratio needed
+    assert _rmse(tmp_path / "st.tif", truth) < 0.05

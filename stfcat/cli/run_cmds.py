@@ -98,7 +98,7 @@ def fuse_cmd(
     fine_ref2: Annotated[Path | None, typer.Option("--fine-ref2", help="Second fine reference (F3), 2-reference models.")] = None,
     coarse_ref2: Annotated[Path | None, typer.Option("--coarse-ref2", help="Second coarse reference (C3).")] = None,
     scale: Annotated[float | None, typer.Option("--scale", help="Scale factor of stored values (default: the checkpoint's, else 1).")] = None,
-    tile: Annotated[int, typer.Option(help="Tile size in fine pixels.", min=16)] = 256,
+    tile: Annotated[int, typer.Option(help="Tile core in fine pixels (tiles add the overlap the model's receptive field needs).", min=16)] = 256,
     device: Annotated[Device, typer.Option(help="auto falls back to CPU with a message.")] = Device.auto,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
     ratio: Annotated[int | None, typer.Option("--ratio", help="Fine pixels per coarse pixel (default: coarse pixel size / fine pixel size from the inputs' georeferencing).")] = None,

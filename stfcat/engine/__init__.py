@@ -7,6 +7,7 @@ Public API (imports are lazy so ``import stfcat.engine`` stays cheap)::
     run_bench(models=..., datasets=..., budget="quick", out="results") -> dict  # stfcat bench
     train_model(model, cases, ...) -> TrainResult
     predict_case(model, case, ...) -> np.ndarray
+    predict_scene({id: model}, read, shape, bands, ...) -> (predictions, seconds)  # the one tiled predictor
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from .errors import EngineError
 
-__all__ = ["EngineError", "fuse_files", "predict_case", "run_bench", "run_experiment", "train_model"]
+__all__ = ["EngineError", "fuse_files", "predict_case", "predict_scene", "run_bench", "run_experiment", "train_model"]
 
 _LAZY = {
     "run_experiment": "stfcat.engine.run",
@@ -25,6 +26,7 @@ _LAZY = {
     "train_model": "stfcat.engine.train",
     "TrainResult": "stfcat.engine.train",
     "predict_case": "stfcat.engine.predict",
+    "predict_scene": "stfcat.engine.predict",
 }
 
 

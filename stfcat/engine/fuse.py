@@ -49,7 +49,12 @@ def _ratio_of(fine, info) -> tuple[float, float, float] | None:
     if info.shape == fine.shape:
         return None
     if fine.crs is None or info.crs is None:
-        return fine.shape[1] / info.shape[1], fine.shape[0] / info.shape[0], 0.02
+        # upper-left corners aligned (as the reader places it): the rows give the ratio, the last
+        # column may be a partial coarse pixel
+        ry = fine.shape[0] / info.shape[0]
+        n = max(1, round(ry))
+        rx = float(n) if -(-fine.shape[1] // n) == info.shape[1] else fine.shape[1] / info.shape[1]
+        return rx, ry, 1e-6
     fx, fy = _pixel_size(fine.transform)
     if info.crs == fine.crs:
         cx, cy = _pixel_size(info.transform)
@@ -163,7 +168,7 @@ def _load_model(model_id: str, weights: Path | None, bands: int, ratio: int | No
         if info.trainable:
             raise EngineError(f"model {model_id!r} is trainable: give --weights (the checkpoint.pt of a "
                               f"`stfcat run {model_id}` folder)")
-        if ratio is None and info.family != "trivial":
+        if ratio is None and getattr(info.cls, "uses_ratio", True):
             raise EngineError(f"model {model_id!r} needs the coarse/fine ratio and every coarse input is on the "
                               "fine grid (nothing to derive it from): give --ratio N")
         return create_model(model_id, bands=bands, ratio=ratio or 1), {}

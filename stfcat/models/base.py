@@ -121,6 +121,9 @@ class FusionModel(nn.Module):
     n_refs: ClassVar[int] = 1
     trainable: ClassVar[bool] = True
     halo: int = 16
+    uses_ratio: ClassVar[bool] = True
+    """False for methods whose output does not depend on ``ratio`` (``stfcat fuse`` then needs no
+    ratio for coarse images already on the fine grid)."""
     receptive_field: int | None = None
     """Radius (fine pixels) of the inputs one output pixel depends on, derived from the architecture
     (kernel sizes, dilations, strides, windows), given tile origins on multiples of ``tile_align``.

@@ -20,6 +20,7 @@ class _Trivial(FusionModel):
     trainable = False
     halo = 0
     receptive_field = 0  # per-pixel arithmetic
+    uses_ratio = False
 
 
 @register_model("copy-f1", paper=None, family="trivial", params=0)
