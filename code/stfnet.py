@@ -57,7 +57,7 @@ class StfNet(FusionModel):
 
     n_refs = 2
     tile_exact = False  # the side weight is an image-level mean of |C change|: per tile when tiled
-    tile_bound = 1e-3  # contract scenes show 1.7e-4
+    tile_bound = 5e-3  # RMSE tiled vs one pass: 2.9e-3 on 32 px tiles, 6.7e-4 on the default 472 px tiles
 
     def __init__(self, bands: int = 6, ratio: int = 16, *, lam: float = 1.0, threshold: float = 0.1) -> None:
         super().__init__(bands, ratio)

@@ -30,7 +30,6 @@ from stfcat.models.base import REQUIRED_KEYS
 
 RATIO = 4
 BANDS = 3
-MAX_TILED_SIDE = 256
 """Largest scene the tiling check builds (a model whose receptive field needs more is skipped, named)."""
 TEST_MODULES = ("_engine_models", "test_", "tests.", "conftest")
 """Modules of models the test suite registers for itself (tiny engine models): not part of the contract."""
@@ -147,32 +146,44 @@ def test_tiled_prediction_equals_one_pass(name, scene):
     check_tiling(name, scene)
 
 
-def check_tiling(name: str, scene) -> None:
-    from stfcat.data.series import load_series
-    from stfcat.data.tiling import iter_tiles
-    from stfcat.engine.predict import predict_case_multi, tile_layout
+# ESTARFM's regression slopes come from float32 window sums (cumulative sums over the tile): their
+# rounding depends on a pixel's offset in the tile, ~2e-5 whatever the overlap (not a context cut)
+TILE_ATOL = {"estarfm": 1e-4}
+TILE_CORE = 16  # small tile cores, so even a tiny scene is cut into many tiles
+
+
+def check_tiling(name: str, scene=None) -> None:
+    """Tiles overlapping by the model's receptive field give the one-pass prediction (1e-5); a model
+    without a finite receptive field, or with ``tile_exact = False``, stays within its ``tile_bound``."""
+    from dataclasses import replace
+
+    from _scenes import BANDS as SB
+    from _scenes import _reader, _scene
+
+    from stfcat.engine.predict import predict_scene, tile_layout
 
     info = _fusion_only(name)
     model = _create(name)
-    # the smallest tiles the engine allows, and a scene just wider than one: 2 x 2 tiles, seams inside
-    tile, overlap = tile_layout((4096, 4096), model, 1)
-    align = max(1, int(getattr(model, "tile_align", 1)))
-    side = math.ceil((tile + 16) / align) * align
-    if side > MAX_TILED_SIDE:
-        pytest.skip(f"{name}: its {tile} px tiles (halo {model.halo}) need a {side} px scene, over the "
-                    f"contract budget of {MAX_TILED_SIDE} px")
-    assert len(list(iter_tiles((side, side), tile, overlap, align))) > 1, f"{name}: the scene is a single tile"
-    case = load_series(scene(side)).cases(info.n_refs, "test")[0]
-    tiled = predict_case_multi({name: model}, case, tile=1)[0][name]
-    batch, _, _ = case.tensors()
+    exact = model.receptive_field is not None and getattr(model, "tile_exact", True)
+    # the smallest tiles, many seams: exact models match at any tile size; a declared bound is the
+    # worst case, so it is checked on the smallest tiles too
+    layout = replace(tile_layout(model), core=max(TILE_CORE if exact else 32, int(getattr(model, "tile_align", 1))))
+    shape, min_tiles = (layout.overlap + 3 * layout.core + 5, layout.overlap + 2 * layout.core + 3), 6
+    data = _scene(shape)
+    stats: dict = {}
+    preds, _ = predict_scene({name: model}, _reader(data), shape, SB, layout=layout, stats=stats)
+    assert stats["tiles"] >= min_tiles, f"{name}: {stats}: the scene must really be tiled for the check to mean anything"
     with torch.no_grad():
-        whole = model.eval()(batch)[0].numpy()
-    diff = float(np.abs(tiled - whole).max())
-    if getattr(model, "tile_exact", True):
-        assert diff <= 1e-5, f"{name}: tiled prediction differs from one pass by {diff:.3g} (halo {model.halo})"
+        whole = model.eval()({k: torch.from_numpy(data[k])[None] for k in REQUIRED_KEYS[info.n_refs]})[0].numpy()
+    diff = float(np.abs(preds[name] - whole).max())
+    if exact:
+        tol = TILE_ATOL.get(name, 1e-5)
+        assert diff <= tol, f"{name}: tiled prediction differs from one pass by {diff:.3g} (receptive field {model.receptive_field})"
     else:
         bound = getattr(model, "tile_bound", None)
-        assert bound is not None, f"{name}: tile_exact = False needs a declared tile_bound"
+        assert bound is not None, (f"{name}: no finite receptive field (or tile_exact = False): declare tile_bound, "
+                                   "the RMSE between tiled and one-pass predictions it allows")
+        diff = float(np.sqrt(np.mean((preds[name] - whole) ** 2)))
         assert diff <= bound, f"{name}: tiled prediction differs by {diff:.3g}, over its declared bound {bound}"
 
 
@@ -285,6 +296,7 @@ class _GlobalShift(FusionModel):
 
     trainable = False
     halo = 0
+    receptive_field = 0  # claimed (wrongly: the mean is over the whole input), so the exact check applies
 
     def forward(self, b):
         return b["f1"] + (b["c2"] - b["c1"]).mean(dim=(2, 3), keepdim=True) * 10

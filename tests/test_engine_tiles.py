@@ -1,5 +1,5 @@
-"""The whole-scene predictor: tiles overlapping by the receptive field give the whole-scene
-prediction, for every registered model that declares a finite receptive field."""
+"""The whole-scene predictor: layout, seams when the overlap is too thin, shared reads, overlap cost
+(the per-model "tiled equals one pass" check is in tests/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from _scenes import BANDS, RATIO, _reader, _scene
 
 from stfcat.engine.predict import TileLayout, predict_scene, tile_layout
 from stfcat.models import create_model, list_models, model_info
 from stfcat.models.base import REQUIRED_KEYS
 
-RATIO = 4
-BANDS = 3
 CORE = 16  # small tile cores, so even a tiny scene is cut into many tiles
 MODELS = [m for m in list_models() if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
 # smallest settings that keep each model's structure (fewer channels / blocks, a 7 px window)
@@ -30,50 +29,6 @@ def _tiny(name: str):
     params = inspect.signature(model_info(name).cls.__init__).parameters
     torch.manual_seed(0)
     return create_model(name, bands=BANDS, ratio=RATIO, **{k: v for k, v in SMALL.items() if k in params}).eval()
-
-
-def _scene(shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Fine images with texture; coarse ones are exact block means on the fine grid (ratio 4)."""
-    g = np.random.default_rng(seed)
-    h, w = shape
-    hc, wc = -(-h // RATIO), -(-w // RATIO)
-
-    def fine():
-        base = np.kron(g.uniform(0.05, 0.4, (BANDS, hc // 2 + 1, wc // 2 + 1)), np.ones((2 * RATIO, 2 * RATIO)))
-        return (base[:, :h, :w] + g.normal(0, 0.02, (BANDS, h, w))).astype(np.float32)
-
-    def coarse(f):
-        pad = np.pad(f, ((0, 0), (0, hc * RATIO - h), (0, wc * RATIO - w)), mode="edge")
-        means = pad.reshape(BANDS, hc, RATIO, wc, RATIO).mean((2, 4))
-        return np.kron(means, np.ones((RATIO, RATIO)))[:, :h, :w].astype(np.float32)
-
-    f1, f2, f3 = fine(), fine(), fine()
-    return {"f1": f1, "c1": coarse(f1), "c2": coarse(f2), "f3": f3, "c3": coarse(f3)}
-
-
-def _reader(scene):
-    def read(win):
-        r, c, hh, ww = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
-        return {k: v[:, r : r + hh, c : c + ww] for k, v in scene.items()}
-
-    return read
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_tiled_prediction_equals_whole_scene(name: str) -> None:
-    model = _tiny(name)
-    if model.receptive_field is None:
-        pytest.skip(f"{name} declares no finite receptive field (global statistics or non-equivariant resampling)")
-    layout = replace(tile_layout(model), core=max(CORE, model.tile_align))
-    shape = (layout.overlap + 3 * layout.core + 5, layout.overlap + 2 * layout.core + 3)
-    scene = _scene(shape)
-    stats: dict = {}
-    preds, _ = predict_scene({name: model}, _reader(scene), shape, BANDS, layout=layout, stats=stats)
-    assert stats["tiles"] >= 6, stats  # really tiled (3 x 2 or more), so the comparison can fail
-    keys = REQUIRED_KEYS[model_info(name).n_refs]
-    with torch.no_grad():
-        whole = model({k: torch.from_numpy(scene[k])[None] for k in keys})[0].numpy()
-    np.testing.assert_allclose(preds[name], whole, atol=ATOL.get(name, 1e-5), rtol=0)
 
 
 def test_tiles_cut_by_less_than_the_receptive_field_show_seams() -> None:

@@ -141,8 +141,9 @@ class FusionModel(nn.Module):
     tests check it). A method that uses image-level statistics or global attention sets False and
     declares ``tile_bound``."""
     tile_bound: ClassVar[float | None] = None
-    """For ``tile_exact = False``: the largest absolute difference (reflectance) between tiled and
-    one-pass prediction the method accepts on the contract tests' tiny smooth scenes."""
+    """For models without a finite ``receptive_field`` or with ``tile_exact = False``: the largest RMSE
+    (reflectance) between tiled and one-pass predictions the method accepts, on the contract tests'
+    textured scene cut into 32 px tiles (the worst case; the engine's default tiles are larger)."""
 
     def __init__(self, bands: int = 6, ratio: int = 16) -> None:
         super().__init__()
