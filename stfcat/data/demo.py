@@ -24,9 +24,13 @@ Landsat TM: blue, green, red, NIR, SWIR1, SWIR2; 8 dates in 2021, DOY 60..284 ev
   480 m grid; reading resamples them (bilinear) onto the fine grid.
 * A 12 x 12 px no-data gap (cloud mask) in the fine image of the last date exercises masking.
 
-Split (recorded in the manifest): dates 1-5 train, dates 6-8 test. With references allowed
-from any date, one-reference test cases are 5->6, 6->7, 7->8 and two-reference test cases are
-(5, 7)->6 and (6, 8)->7, so two cases exist for each reference count the flood hits.
+Split (recorded in the manifest): dates 1, 2, 3 and 5 train, date 4 validation, dates 6-8 test.
+With references allowed from any date, one-reference test cases are 5->6, 6->7, 7->8 and
+two-reference test cases are (5, 7)->6 and (6, 8)->7, so two cases exist for each reference count
+the flood hits. The validation cases are 3->4 and (3, 5)->4 (references from train dates only):
+date 4 is the first date after the harvest, so a recipe that selects a checkpoint on it is judged
+on a change it has not been trained to reproduce at that date. Taking date 4 (not 5) as the
+validation date keeps the test cases unchanged.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from .manifest import (
 from .paths import publish_mode
 from .readers import write_geotiff
 
-DEMO_VERSION = 1  # bump when the generator changes, so cached copies are regenerated
+DEMO_VERSION = 2  # bump when the generator or the manifest changes (2: validation date), so cached copies are regenerated
 SEED = 20210301
 SIZE = 256
 RATIO = 16
@@ -60,7 +64,8 @@ YEAR = 2021
 CRS = "EPSG:32650"
 ORIGIN = (500000.0, 4000020.0)
 NODATA = -9999
-N_TRAIN = 5
+N_TRAIN = 5  # dates 1..5 come before the test dates; VAL_INDEX among them is validation
+VAL_INDEX = 3  # date 4
 
 # Spectra (reflectance, 6 bands) -----------------------------------------------------------
 SOIL = np.array([0.09, 0.12, 0.16, 0.22, 0.30, 0.25])
@@ -228,9 +233,11 @@ def write_demo(folder: Path, seed: int = SEED) -> Path:
             crs=CRS,
             transform=fine_tf,
             split=SplitEntry(
-                train=all_dates[:N_TRAIN],
+                train=[d for i, d in enumerate(all_dates[:N_TRAIN]) if i != VAL_INDEX],
+                val=[all_dates[VAL_INDEX]],
                 test=all_dates[N_TRAIN:],
-                note="dates 1-5 train, 6-8 test; references may come from any date",
+                note="dates 1-3 and 5 train, 4 validation, 6-8 test; test references may come from any date, "
+                "validation references from train dates",
             ),
             pairs=pairs,
             source={"dataset": "demo", "layout": "generated", "seed": seed, "demo_version": DEMO_VERSION},

@@ -225,6 +225,8 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
                           f"{model_id} on {series.name}: {case.id}")
         del preds
     mean = {k: mean_metrics([c["metrics"][k] for c in per_case]) for k in methods}
+    val_section = score_cases(methods, series.cases(info.n_refs, "val"), device=dev, tile=tile,
+                              res_ratio=res_ratio)  # splits: validation, scored beside test
     result = {
         "model": model_id,
         "dataset": series.name,
@@ -249,6 +251,7 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         "history": train_res.history,
         "cases": per_case,
         "mean": mean,
+        "val": val_section,
         "stfcat_version": stfcat.__version__,
         "git_commit": git_commit(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -259,6 +262,28 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     if images:
         loss_curve_png(out / "loss.png", train_res.history, f"{model_id} on {series.name}")
     return RunResult(out, result, 0)
+
+
+def score_cases(methods: dict[str, Any], cases: list, *, device, tile: int, res_ratio: float,
+                progress: bool = False) -> dict[str, Any] | None:
+    """``{"cases": [...], "mean": {method: metrics}}`` of every method on ``cases`` with a target
+    (the validation section of metrics.json); None without such cases. Recipes may select a
+    checkpoint on validation; test is scored once, after training."""
+    from stfcat.metrics import compute_all, mean_metrics
+
+    from .predict import predict_case_multi
+
+    cases = [c for c in cases if c.has_target]
+    if not cases:
+        return None
+    per_case = []
+    for case in cases:
+        preds, target, valid, _ = predict_case_multi(methods, case, device=device, tile=tile, progress=progress)
+        per_case.append({"id": case.id, "target_date": case.target_date, "ref_dates": list(case.ref_dates),
+                         "valid_fraction": float(valid.mean()),
+                         "metrics": {k: compute_all(p, target, valid, resolution_ratio=res_ratio)
+                                     for k, p in preds.items()}})
+    return {"cases": per_case, "mean": {k: mean_metrics([c["metrics"][k] for c in per_case]) for k in methods}}
 
 
 def _masked(target, valid):
