@@ -43,6 +43,7 @@ def run_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.pt (default: the latest run).")] = False,
     full_recipe: Annotated[bool, typer.Option("--full-recipe", help="Train with the paper's budget instead of the quick one.")] = False,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip GeoTIFFs and PNGs (metrics and checkpoint only).")] = False,
+    split: Annotated[str | None, typer.Option("--split", help="temporal or spatial (the dataset's declared spatial split); default: temporal where the dates allow.")] = None,
     catalog: CatalogOpt = None,
 ) -> None:
     """Train MODEL (if trainable) and evaluate it with the trivial baselines on DATASET's test cases."""
@@ -54,7 +55,7 @@ def run_cmd(
 
         res = run_experiment(model, dataset, epochs=epochs, patch=patch, batch=batch, lr=lr, device=device.value,
                              seed=seed, out=out, resume=resume, full_recipe=full_recipe, catalog=catalog,
-                             steps_per_epoch=steps, images=not no_images)
+                             steps_per_epoch=steps, images=not no_images, split=split)
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     except TrainingInterrupted as exc:

@@ -63,15 +63,18 @@ def run_bench(
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     for ds in datasets:
-        baselines_done: set[int] = set()
+        baselines_done: set[Any] = set()
         todo = ["delta", *[m for m in models if m not in BASELINES]]
-        for model in todo:
-            run_dir = out / "runs" / f"{model}-{Path(str(ds)).name}"
+        kinds_of = _split_kinds_of(ds, catalog, data_dir)
+        for model, kind in ((m, k) for m in todo for k in kinds_of(m)):
+            run_dir = out / "runs" / (f"{model}-{Path(str(ds)).name}" + ("-spatial" if kind == "spatial" else ""))
             entry: dict[str, Any] = {"model": model, "dataset": str(ds), "out": str(run_dir)}
+            if kind:
+                entry["split_kind"] = kind
             try:
                 res = run_experiment(model, ds, epochs=epochs, device=device, seed=seed, out=run_dir,
                                      full_recipe=budget == "paper", catalog=catalog, data_dir=data_dir,
-                                     progress=progress, images=False)
+                                     progress=progress, images=False, split=kind)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - one failing model must not lose the others
@@ -100,8 +103,40 @@ def run_bench(
     return board
 
 
+def _split_kinds_of(ds: Any, catalog: Path | None, data_dir: Path | None):
+    """``model -> [split kinds to run]``: temporal and/or spatial, as the dataset's dates and its
+    declared spatial split allow (:func:`stfcat.data.splits.available_splits`); ``[None]`` (the
+    run's default, which then records why it cannot run) when neither or the dataset is unreadable."""
+    from stfcat.data.splits import available_splits
+    from stfcat.models import model_info
+
+    from .errors import EngineError
+    from .run import open_series
+
+    try:
+        series = open_series(ds, catalog=catalog, data_dir=data_dir)
+    except EngineError:
+        return lambda model: [None]
+
+    def kinds(model: str) -> list[str | None]:
+        try:
+            info = model_info(model)
+        except Exception:  # noqa: BLE001 - an unknown model id is recorded by its run
+            return [None]
+        return list(available_splits(series, info.n_refs, trainable=info.trainable)) or [None]
+
+    return kinds
+
+
+def _split_of(e: dict[str, Any]) -> str:
+    """A row's / run's split label: "test" (temporal) or "spatial split"."""
+    if e.get("split_kind") == "spatial" or e.get("split") == "spatial split":
+        return "spatial split"
+    return "test"
+
+
 def _key(e: dict[str, Any]) -> tuple[Any, ...]:
-    return e.get("model"), e.get("dataset"), e.get("n_refs")
+    return e.get("model"), e.get("dataset"), e.get("n_refs"), _split_of(e)
 
 
 def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,9 +155,10 @@ def _rows_of_run(m: dict[str, Any], reported: dict[str, Any], baselines_done: se
     model = m["model"]
     shown = [model] if model not in BASELINES else []
     n_refs = int(m.get("n_refs") or 1)
-    if n_refs not in baselines_done:
+    case_set = (n_refs, m.get("split", "test"))  # a spatial split scores another region
+    if case_set not in baselines_done:
         shown = [b for b in BASELINES if b in m["mean"]] + shown
-        baselines_done.add(n_refs)
+        baselines_done.add(case_set)
     return [_row(method, m, reported, model_row=method == model) for method in shown]
 
 
@@ -137,16 +173,17 @@ def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
     out = Path(out)
     reported = json.loads((out / "reported.json").read_text()) if (out / "reported.json").is_file() else {}
     old = json.loads((out / "leaderboard.json").read_text()) if (out / "leaderboard.json").is_file() else {}
-    metrics = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/metrics.json"))]
+    found = [(p.parent, json.loads(p.read_text())) for p in sorted((out / "runs").glob("*/metrics.json"))]
     # baselines first (the delta run), then models, per dataset
-    metrics.sort(key=lambda m: (m["dataset"], m["model"] != "delta", m["model"]))
+    found.sort(key=lambda pm: (pm[1]["dataset"], pm[1]["model"] != "delta", pm[1]["model"]))
+    metrics = [m for _, m in found]
     rows: list[dict[str, Any]] = []
-    done: dict[str, set[int]] = {}
+    done: dict[str, set[Any]] = {}
     for m in metrics:
         rows += _rows_of_run(m, reported, done.setdefault(m["dataset"], set()))
     ok = {(m["model"], m["dataset"]) for m in metrics}
-    runs = [{"model": m["model"], "dataset": m["dataset"], "out": str(out / "runs" / f"{m['model']}-{m['dataset']}")}
-            for m in metrics]
+    runs = [{"model": m["model"], "dataset": m["dataset"], "out": str(d), "split_kind": m.get("split_kind", "temporal")}
+            for d, m in found]
     runs += [r for r in old.get("runs", []) if r.get("error") and (r["model"], Path(r["dataset"]).name) not in ok]
     board = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -200,6 +237,9 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
     for r in board["rows"]:
         refs = int(r.get("n_refs") or 1)
         title = f"{r['dataset']}: {'one reference pair' if refs == 1 else 'two reference pairs'}, {r.get('cases', '?')} test case(s)"
+        if _split_of(r) == "spatial split":
+            title += (", spatial split (scored on the test region only; the models have seen the target date's "
+                      "fine image outside it)")
         by_ds.setdefault(title, []).append(r)
     head = ["model", "split", *[k.upper() for k in BOARD_METRICS], "params", "train s", "infer s", "commit",
             "reproduced here", "reported in paper (RMSE / SSIM)"]

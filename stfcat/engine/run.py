@@ -84,8 +84,14 @@ def _latest_run(model_id: str, dataset_name: str) -> Path | None:
     return runs[-1] if runs else None
 
 
-def _cases_or_error(series, n_refs: int, split: str, model_id: str):
-    cases = series.cases(n_refs=n_refs, split=split)
+def _cases_or_error(series, n_refs: int, split: str, model_id: str, kind: str = "temporal",
+                    receptive_field: int | None = None):
+    from stfcat.data.errors import DataError
+
+    try:
+        cases = series.cases(n_refs=n_refs, split=split, kind=kind, receptive_field=receptive_field)
+    except DataError as exc:  # e.g. a scene too small for a spatial split's guard band
+        raise EngineError(f"model {model_id!r}, {kind} split: {exc}") from None
     if split == "test":
         cases = [c for c in cases if c.has_target]
     if not cases:
@@ -93,7 +99,8 @@ def _cases_or_error(series, n_refs: int, split: str, model_id: str):
         raise EngineError(
             f"model {model_id!r} needs {need}, but dataset {series.name!r} has no {split} case with that "
             f"({len(series.dates)} dates: {', '.join(series.dates)}; {split} dates: "
-            f"{', '.join(series.split.get(split, [])) or 'none'}). Choose a dataset with more dates or a 1-reference model."
+            f"{', '.join(series.split.get(split, [])) or 'none'}). Choose a dataset with more dates or a 1-reference model"
+            + ("." if kind == "spatial" or series.spatial is None else ", or --split spatial.")
         )
     return cases
 
@@ -119,10 +126,15 @@ def run_experiment(
     progress: bool = True,
     images: bool = True,
     stop_after_epochs: int | None = None,
+    split: str | None = None,
 ) -> RunResult:
     """The protocol for one model on one dataset (see the conventions page). Returns the
     ``metrics.json`` content; raises :class:`EngineError` for bad requests and
-    :class:`~stfcat.engine.train.TrainingInterrupted` when stopped (checkpoint written)."""
+    :class:`~stfcat.engine.train.TrainingInterrupted` when stopped (checkpoint written).
+    ``split``: "temporal" or "spatial" (the dataset's declared spatial split); default: temporal
+    where the dates allow it, else spatial (:func:`stfcat.data.splits.default_split`)."""
+    if split not in (None, "temporal", "spatial"):
+        raise EngineError(f"--split must be 'temporal' or 'spatial', got {split!r}")
     info = resolve_model(model_id)
     from .device import resolve_device
     from .distributed import init_from_env, shutdown
@@ -138,13 +150,13 @@ def run_experiment(
         return _run(info, dataset, dist=dist, dev=dev, epochs=epochs, patch=patch, batch=batch, lr=lr, seed=seed,
                     out=out, resume=resume, full_recipe=full_recipe, catalog=catalog, data_dir=data_dir, tile=tile,
                     steps_per_epoch=steps_per_epoch, overrides=overrides or {}, progress=progress, images=images,
-                    stop_after_epochs=stop_after_epochs)
+                    stop_after_epochs=stop_after_epochs, split=split)
     finally:
         shutdown(dist)
 
 
 def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resume, full_recipe, catalog,
-         data_dir, tile, steps_per_epoch, overrides, progress, images, stop_after_epochs) -> RunResult:
+         data_dir, tile, steps_per_epoch, overrides, progress, images, stop_after_epochs, split=None) -> RunResult:
     import stfcat
     from stfcat.metrics import compute_all, mean_metrics
     from stfcat.models import count_parameters, create_model
@@ -157,7 +169,13 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     use_all_cores(dist.world_size)
     series = open_series(dataset, catalog=catalog, data_dir=data_dir)
     model_id = info.id
-    test_cases = _cases_or_error(series, info.n_refs, "test", model_id)
+    # -- splits: which split (temporal / spatial), the model's receptive field for the guard band
+    from stfcat.data.splits import SPATIAL_LABEL, default_split, receptive_field, spatial_regions
+
+    kind = split or default_split(series, info.n_refs, trainable=info.trainable)
+    if kind == "spatial" and series.spatial is None:
+        raise EngineError(f"--split spatial: dataset {series.name!r} declares no spatial split (split.spatial)")
+    test_cases = _cases_or_error(series, info.n_refs, "test", model_id, kind)
     if out is None:
         out = (_latest_run(model_id, series.name) if resume else None) or _default_out(model_id, series.name)
     out = Path(out)
@@ -170,21 +188,34 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     model = create_model(model_id, bands=bands, ratio=series.ratio, **overrides)
     record = model_record(model_id, model, band_names=series.bands, scale_factor=series.scale_factor,
                           overrides=overrides)
+    rf = receptive_field(model)
+    regions, val_cases = None, []
+    if kind == "spatial":
+        from stfcat.data.errors import DataError
+
+        try:
+            regions = spatial_regions(series.spatial, series.shape, rf, series.name)
+        except DataError as exc:  # the scene is too small for this model's guard band
+            if info.trainable:
+                raise EngineError(f"model {model_id!r}, spatial split: {exc}") from None
+        # the test region is fixed by the declaration, so a method without training is still scored
+    if kind == "temporal" or regions is not None:
+        val_cases = series.cases(info.n_refs, "val", kind=kind, receptive_field=rf)
     budget = None
     train_res = TrainResult()
     if info.trainable:
+        train_cases = _cases_or_error(series, info.n_refs, "train", model_id, kind, rf)
         recipe = info.recipe
         budget = recipe.paper if full_recipe else recipe.quick
         budget = replace(
             budget,
             epochs=epochs if epochs is not None else budget.epochs,
-            patch=min(patch if patch is not None else budget.patch, *series.shape),
+            patch=min(patch if patch is not None else budget.patch, *train_cases[0].series.shape),
             batch=batch if batch is not None else budget.batch,
             steps_per_epoch=steps_per_epoch if steps_per_epoch is not None else budget.steps_per_epoch,
         )
         if budget.batch % dist.world_size:
             raise EngineError(f"--batch {budget.batch} must be divisible by the {dist.world_size} ranks")
-        train_cases = _cases_or_error(series, info.n_refs, "train", model_id)
         train_res = train_model(model, train_cases, recipe=recipe, budget=budget, seed=seed, device=dev, lr=lr,
                                 checkpoint=ckpt_path, resume=resume, record=record, dist=dist, progress=progress,
                                 stop_after_epochs=stop_after_epochs)
@@ -222,16 +253,20 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
             inputs, _, _ = _downsampled_inputs(case)
             quicklook_png(out / "quicklook" / f"{stem}.png", {"F1": inputs["f1"], "C1": inputs["c1"], "C2": inputs["c2"]},
                           _masked(target, valid), preds[model_id], series.bands,
-                          f"{model_id} on {series.name}: {case.id}")
+                          f"{model_id} on {series.name}: {case.id}" + (f" ({SPATIAL_LABEL})" if case.region else ""),
+                          outline=case.region)
         del preds
     mean = {k: mean_metrics([c["metrics"][k] for c in per_case]) for k in methods}
-    val_section = score_cases(methods, series.cases(info.n_refs, "val"), device=dev, tile=tile,
+    val_section = score_cases(methods, val_cases, device=dev, tile=tile,
                               res_ratio=res_ratio)  # splits: validation, scored beside test
     result = {
         "model": model_id,
         "dataset": series.name,
         "dataset_arg": str(dataset),
-        "split": "test",
+        "split": SPATIAL_LABEL if kind == "spatial" else "test",
+        "split_kind": kind,
+        "spatial_split": (regions.as_dict() if regions else
+                          {"kind": "spatial", "test": list(test_cases[0].region)} if kind == "spatial" else None),
         "n_refs": info.n_refs,
         "bands": series.bands,
         "resolution_ratio": res_ratio,
