@@ -133,7 +133,9 @@ def bench_cmd(
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     failed = [r for r in board["runs"] if r.get("error")]
+    refused = board.get("refused") or []
     typer.echo(f"wrote {out / 'leaderboard.json'} and {out / 'leaderboard.md'}: {len(board['rows'])} rows"
-               + (f", {len(failed)} failed run(s) recorded" if failed else ""))
+               + (f", {len(failed)} failed run(s) recorded" if failed else "")
+               + (f", {len(refused)} stale row(s) computed on other data dropped" if refused else ""))
     if failed:
         raise typer.Exit(1)

@@ -46,7 +46,10 @@ def run_bench(
 
     With ``merge`` the rows and runs of an existing ``leaderboard.json`` in ``out`` are kept
     unless this call produces a row (or run) for the same (model, dataset), so a leaderboard
-    can be built in several sittings (e.g. deep models, then classical ones)."""
+    can be built in several sittings (e.g. deep models, then classical ones). Rows are only
+    merged when computed on the same data: an old row whose dataset fingerprint differs from the
+    dataset's fingerprint now (or that has none) is stale; its model is re-run on that dataset in
+    this call, and a stale row that could not be re-run is dropped (listed in ``refused``)."""
     import json
 
     from .outputs import atomic_write_text, write_json
@@ -62,9 +65,13 @@ def run_bench(
         reported = json.loads((out / "reported.json").read_text())
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    old = json.loads((out / "leaderboard.json").read_text()) if merge and (out / "leaderboard.json").is_file() else None
+    fingerprints = _Fingerprints(catalog, data_dir)
+    stale = _stale_models(old, fingerprints) if old else {}
+    datasets += [ds for ds in stale if ds not in datasets]
     for ds in datasets:
         baselines_done: set[Any] = set()
-        todo = ["delta", *[m for m in models if m not in BASELINES]]
+        todo = list(dict.fromkeys(["delta", *[m for m in models if m not in BASELINES], *stale.get(ds, [])]))
         kinds_of = _split_kinds_of(ds, catalog, data_dir)
         for model, kind in ((m, k) for m in todo for k in kinds_of(m)):
             run_dir = out / "runs" / (f"{model}-{Path(str(ds)).name}" + ("-spatial" if kind == "spatial" else ""))
@@ -86,9 +93,12 @@ def run_bench(
                 continue
             runs.append(entry)
             rows += _rows_of_run(res.metrics, reported, baselines_done)
-    if merge and (out / "leaderboard.json").is_file():
-        old = json.loads((out / "leaderboard.json").read_text())
+    refused: list[dict[str, Any]] = []
+    if old is not None:
         rows, runs = _merge(old.get("rows", []), rows), _merge(old.get("runs", []), runs)
+        rows, refused = _same_data(rows, fingerprints)
+        for r in refused if progress else []:
+            print(f"bench: dropped {r['model']} on {r['dataset']} ({r['split']}): {r['reason']}")
     board = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -98,9 +108,85 @@ def run_bench(
         "rows": rows,
         "runs": runs,
     }
+    if refused:
+        board["refused"] = refused
     write_json(out / "leaderboard.json", board)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
     return board
+
+
+class _Fingerprints:
+    """Dataset fingerprints now (:mod:`stfcat.data.fingerprint`), by the row's dataset argument;
+    None when the dataset cannot be opened here."""
+
+    def __init__(self, catalog: Path | None, data_dir: Path | None) -> None:
+        self.catalog, self.data_dir, self._memo = catalog, data_dir, {}
+
+    def __call__(self, row: dict[str, Any]) -> str | None:
+        arg = row.get("dataset_arg") or row.get("dataset")
+        if arg not in self._memo:
+            from stfcat.data.fingerprint import dataset_fingerprint
+
+            from .errors import EngineError
+            from .run import open_series
+
+            try:
+                self._memo[arg] = dataset_fingerprint(open_series(arg, catalog=self.catalog, data_dir=self.data_dir))
+            except EngineError:
+                self._memo[arg] = None
+        return self._memo[arg]
+
+
+def _stale_models(old: dict[str, Any], fingerprint: _Fingerprints) -> dict[str, list[str]]:
+    """``dataset argument -> models to re-run``: the old rows computed on other data than the
+    dataset holds now. A stale baseline row is re-made by the delta run (one reference) or by
+    re-running a two-reference model of the same dataset."""
+    from stfcat.models import model_info
+
+    from .run import BASELINES
+
+    out: dict[str, list[str]] = {}
+    rows = old.get("rows", [])
+    for r in rows:
+        now = fingerprint(r)
+        if now is None or r.get("fingerprint") == now:
+            continue
+        ds = r.get("dataset_arg") or r["dataset"]
+        todo = out.setdefault(ds, [])
+        if r["model"] not in BASELINES:
+            todo.append(r["model"])
+        elif int(r.get("n_refs") or 1) == 2:
+            two = [x["model"] for x in rows if x["dataset"] == r["dataset"] and x["model"] not in BASELINES
+                   and int(x.get("n_refs") or 1) == 2]
+            todo += two[:1]
+        else:
+            todo.append("delta")
+    for ds, todo in out.items():
+        out[ds] = [m for m in dict.fromkeys(todo) if _known(m, model_info)]
+    return out
+
+
+def _known(model: str, model_info) -> bool:
+    try:
+        model_info(model)
+        return True
+    except Exception:  # noqa: BLE001 - a model that no longer exists is not re-run
+        return False
+
+
+def _same_data(rows: list[dict[str, Any]], fingerprint: _Fingerprints) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows computed on the data each dataset holds now, and the refused others (with a reason)."""
+    keep, refused = [], []
+    for r in rows:
+        now = fingerprint(r)
+        if now is not None and r.get("fingerprint") != now:
+            why = ("no data fingerprint recorded" if not r.get("fingerprint") else
+                   f"computed on other data (fingerprint {str(r['fingerprint'])[:12]}, now {now[:12]})")
+            refused.append({"model": r["model"], "dataset": r["dataset"], "split": r.get("split"),
+                            "n_refs": r.get("n_refs"), "reason": why + "; its re-run failed or was not possible"})
+            continue
+        keep.append(r)
+    return keep, refused
 
 
 def _split_kinds_of(ds: Any, catalog: Path | None, data_dir: Path | None):
@@ -177,6 +263,17 @@ def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
     # baselines first (the delta run), then models, per dataset
     found.sort(key=lambda pm: (pm[1]["dataset"], pm[1]["model"] != "delta", pm[1]["model"]))
     metrics = [m for _, m in found]
+    by_data: dict[str, dict[str, list[str]]] = {}
+    for d, m in found:
+        by_data.setdefault(m["dataset"], {}).setdefault(str(m.get("data_fingerprint")), []).append(d.name)
+    mixed = {ds: fps for ds, fps in by_data.items() if len(fps) > 1}
+    if mixed:
+        from .errors import EngineError
+
+        ds, fps = next(iter(mixed.items()))
+        raise EngineError(f"{out / 'runs'}: runs on {ds!r} were computed on different data: "
+                          + "; ".join(f"fingerprint {fp[:12]}: {', '.join(names)}" for fp, names in fps.items())
+                          + " (re-run the stale ones with `stfcat bench --merge`)")
     rows: list[dict[str, Any]] = []
     done: dict[str, set[Any]] = {}
     for m in metrics:
@@ -209,6 +306,8 @@ def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row:
         "family": info.family,
         "paper": info.paper,
         "dataset": m["dataset"],
+        "dataset_arg": m.get("dataset_arg"),
+        "fingerprint": m.get("data_fingerprint"),
         "split": m["split"],
         "n_refs": int(m.get("n_refs") or 1),
         "cases": len(m["cases"]),

@@ -291,12 +291,35 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         "git_commit": git_commit(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    # -- splits: provenance (data fingerprint, library versions, device, threads, run config)
+    result["provenance"] = run_provenance(series, dev, out, {
+        "model": model_id, "dataset": str(dataset), "split": kind, "epochs": epochs, "patch": patch, "batch": batch,
+        "lr": lr, "seed": seed, "full_recipe": full_recipe, "tile": tile, "steps_per_epoch": steps_per_epoch,
+        "overrides": overrides, "device": str(dev), "world_size": dist.world_size})
+    result["data_fingerprint"] = result["provenance"]["data"]["fingerprint"]
     from .outputs import loss_curve_png, write_json
 
     write_json(out / "metrics.json", result)
     if images:
         loss_curve_png(out / "loss.png", train_res.history, f"{model_id} on {series.name}")
     return RunResult(out, result, 0)
+
+
+def run_provenance(series, device, out: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """:func:`stfcat.data.fingerprint.provenance` with the run's arguments as its config, plus
+    the run folder's ``config.yaml`` (the full training configuration) when one was written."""
+    from stfcat.data.fingerprint import provenance
+
+    config: dict[str, Any] = {"arguments": args}
+    cfg = Path(out) / "config.yaml"
+    if cfg.is_file():
+        import yaml
+
+        try:
+            config["config.yaml"] = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            config["config.yaml"] = f"unreadable: {exc}"
+    return provenance(series, device=device, config=config)
 
 
 def score_cases(methods: dict[str, Any], cases: list, *, device, tile: int, res_ratio: float,
