@@ -100,7 +100,8 @@ def _cases_or_error(series, n_refs: int, split: str, model_id: str, kind: str = 
             f"model {model_id!r} needs {need}, but dataset {series.name!r} has no {split} case with that "
             f"({len(series.dates)} dates: {', '.join(series.dates)}; {split} dates: "
             f"{', '.join(series.split.get(split, [])) or 'none'}). Choose a dataset with more dates or a 1-reference model"
-            + ("." if kind == "spatial" or series.spatial is None else ", or --split spatial.")
+            + (", or --split spatial." if split == "train" and kind == "temporal" and series.spatial is not None
+               else ".")
         )
     return cases
 
