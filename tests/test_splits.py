@@ -295,3 +295,10 @@ def test_bench_runs_both_splits_and_labels_them(spatial_series, tmp_path):
     spatial = {r["model"]: r["metrics"]["rmse"] for r in board["rows"] if r["split"] == "spatial split" and r["n_refs"] == 1}
     temporal = {r["model"]: r["metrics"]["rmse"] for r in board["rows"] if r["split"] == "test" and r["n_refs"] == 1}
     assert spatial["copy-f1"] != pytest.approx(temporal["copy-f1"])  # another region, not the whole scene
+    # validation is reported apart from test: the spatial split has a validation region, the
+    # temporal split of this series no validation date
+    by = {(r["model"], r["split"]): r for r in board["rows"] if r["n_refs"] == 1}
+    assert isinstance(by["tiny-test", "spatial split"]["val_metrics"]["rmse"], float)
+    assert by["tiny-test", "spatial split"]["val_metrics"]["rmse"] != by["tiny-test", "spatial split"]["metrics"]["rmse"]
+    assert by["tiny-test", "test"]["val_metrics"] is None
+    assert "validation RMSE" in md

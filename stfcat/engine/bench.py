@@ -312,6 +312,8 @@ def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row:
         "n_refs": int(m.get("n_refs") or 1),
         "cases": len(m["cases"]),
         "metrics": m["mean"][method],
+        "val_metrics": ((m.get("val") or {}).get("mean") or {}).get(method),  # validation, reported apart
+        "val_cases": len((m.get("val") or {}).get("cases") or []),
         "params": m["params"] if model_row else 0,
         "train_seconds": m["train_seconds"] if model_row else 0.0,
         "infer_seconds": m["infer_seconds_by_method"].get(method),
@@ -341,7 +343,7 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
                       "fine image outside it)")
         by_ds.setdefault(title, []).append(r)
     head = ["model", "split", *[k.upper() for k in BOARD_METRICS], "params", "train s", "infer s", "commit",
-            "reproduced here", "reported in paper (RMSE / SSIM)"]
+            "reproduced here", "reported in paper (RMSE / SSIM)", "validation RMSE"]
     for ds, rows in by_ds.items():
         lines += [f"## {ds}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in sorted(rows, key=lambda r: (r["family"] != "trivial", r["metrics"].get("rmse") or 9e9)):
@@ -350,7 +352,7 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([
                 r["model"], r["split"], *[fmt(r["metrics"].get(k)) for k in BOARD_METRICS],
                 f"{r['params']:,}", fmt(float(r["train_seconds"] or 0.0)), fmt(r["infer_seconds"]),
-                (r["commit"] or "—")[:12], "yes", rep_txt,
+                (r["commit"] or "—")[:12], "yes", rep_txt, fmt((r.get("val_metrics") or {}).get("rmse")),
             ]) + " |")
         lines.append("")
     failed = [x for x in board["runs"] if x.get("error")]
