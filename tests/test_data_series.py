@@ -35,7 +35,7 @@ def test_demo_facts(demo):
     d = demo.dates
     assert demo.split == {"train": [d[0], d[1], d[2], d[4]], "val": [d[3]], "test": d[5:]}
     m = read_manifest(demo.root)
-    assert m.format_version == 1 and all(p.coarse.grid == "native" for p in m.pairs)
+    assert m.format_version == 2 and all(p.coarse.grid == "native" for p in m.pairs)
     # coarse really stored on its native 480 m grid
     from stfcat.data.readers import raster_info
 

@@ -12,7 +12,7 @@ from stfcat.data import demo as demo_mod
 from stfcat.data.fingerprint import dataset_fingerprint, folder_fingerprint
 from stfcat.data.series import load_series
 
-DEMO_FINGERPRINT = "8365c1eaf3649f5021c2f5e04c8e72cc2f988147de18fd5707cdf5db0b9da7f1"
+DEMO_FINGERPRINT = "654f2027c94397c731c1ae2ab438dc11a09d3e72dfb8a9f11188724e1b8f4556"
 
 # (n_refs, split, case id) -> RMSE of copy-f1, upsample-c2, delta
 GOLDEN_RMSE = {

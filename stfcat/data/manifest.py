@@ -6,13 +6,13 @@ your own ends with a manifest. Everything downstream (pair series, cases, traini
 reads the manifest and never guesses dates, roles, bands or scales from file names or array
 shapes.
 
-Format (``format_version`` 1)
------------------------------
+Format (``format_version`` 2; 2 added ``split.val`` and ``split.spatial``)
+--------------------------------------------------------------------------
 A JSON object::
 
     {
       "format": "stfcat-manifest",          # constant, identifies the file
-      "format_version": 1,                  # bumped on incompatible changes
+      "format_version": 2,                  # bumped on incompatible changes
       "name": "demo",                       # dataset id (or folder name for your own data)
       "bands": ["blue", "green", "red", "nir", "swir1", "swir2"],   # in the order arrays are returned
       "scale_factor": 0.0001,               # default: stored value x scale_factor = reflectance
@@ -80,7 +80,7 @@ from .errors import ManifestError
 from .paths import publish_mode
 
 FORMAT = "stfcat-manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: split.val and split.spatial (version 1 files are read unchanged)
 MANIFEST_NAME = "manifest.json"
 
 
