@@ -12,7 +12,7 @@ from stfcat.data import demo as demo_mod
 from stfcat.data.fingerprint import dataset_fingerprint, folder_fingerprint
 from stfcat.data.series import load_series
 
-DEMO_FINGERPRINT = "654f2027c94397c731c1ae2ab438dc11a09d3e72dfb8a9f11188724e1b8f4556"
+DEMO_FINGERPRINT = "e9461120dd1e2c51c4945498f5562207e38ecad5443720bff272bd792012f2ff"
 
 # (n_refs, split, case id) -> RMSE of copy-f1, upsample-c2, delta
 GOLDEN_RMSE = {
@@ -87,6 +87,7 @@ def test_fingerprint_ignores_where_the_data_came_from_not_what_it_is(tmp_path):
     folder = demo_mod.write_demo(tmp_path / "demo")
     raw = json.loads((folder / "manifest.json").read_text())
     raw["source"]["created"] = "2030-01-01T00:00:00Z"
+    raw["split"]["note"] = "reworded"
     (folder / "manifest.json").write_text(json.dumps(raw))
     assert folder_fingerprint(folder) == DEMO_FINGERPRINT
     raw["scale_factor"] = 2e-4

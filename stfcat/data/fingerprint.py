@@ -2,8 +2,8 @@
 
 The *dataset fingerprint* is a sha256 over
 
-* the manifest without its ``source`` (names, bands, scales, nodata, grid, split, every image
-  entry): what the data *means*; ``source`` only says where it came from and when;
+* the manifest without its ``source`` and the split's notes (names, bands, scales, nodata, grid,
+  split, every image entry): what the data *means*; ``source`` only says where it came from and when;
 * every image's stored array as read from its file (dtype, shape, bytes), in manifest order.
 
 It hashes the arrays, not the files, so the same data fetched, imported or regenerated gives the
@@ -38,6 +38,11 @@ def manifest_payload(manifest: Manifest) -> bytes:
     """Canonical JSON of the manifest without ``source`` (sorted keys, no whitespace)."""
     data = manifest.model_dump(mode="json")
     data.pop("source", None)
+    # notes explain; they do not change the data (rewording one must not make results stale)
+    split = data.get("split") or {}
+    split.pop("note", None)
+    if split.get("spatial"):
+        split["spatial"].pop("note", None)
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
