@@ -106,8 +106,10 @@ def test_regions_are_disjoint_with_a_guard_at_least_the_receptive_field():
                 assert r.guard >= rf and r.guard >= (spec.guard if isinstance(spec.guard, int) else 0)
                 assert not intersects(r.train, dilate(r.test, r.guard, shape))
                 if r.val is not None:
-                    assert not intersects(r.val, dilate(r.test, r.guard, shape))
+                    assert not intersects(r.val, r.test)
                     assert not intersects(r.train, dilate(r.val, r.guard, shape))
+                    # validation and test pixels do not depend on the model
+                    assert r.val == spatial_regions(spec, shape, 0).val and r.test == spatial_regions(spec, shape, 0).test
                 else:
                     assert spec.val == "none"
     with pytest.raises(Exception, match="receptive field is needed"):

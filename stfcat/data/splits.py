@@ -13,11 +13,12 @@ declared per dataset (catalog ``split.spatial`` -> manifest ``split.spatial``)::
 * ``guard``: fine pixels between the test (and validation) region and any training pixel;
   ``auto`` (and any declared value smaller than it) becomes the model's receptive field, so no
   training patch ever holds a test pixel nor a pixel whose prediction would see one.
-* ``val``: ``auto`` takes the last quarter of the training side along its longer axis (a guard
-  band wide again from the training region), ``none`` gives no validation region, or a rectangle.
+* ``val``: ``auto`` takes the last quarter of the non-test side along its longer axis, ``none``
+  gives no validation region, or a rectangle (not overlapping the test region).
 
-The training and validation regions are the largest rectangle left outside the guarded test
-region (and, for training, outside the guarded validation region). Training cases are cases of
+Test and validation regions are fixed by the declaration (the same pixels for every model and
+baseline). The training region is the largest rectangle left outside the test and validation
+regions dilated by the guard band, so it alone shrinks for a model with a wider receptive field. Training cases are cases of
 a *cropped view* of the series (:meth:`PairSeries.crop`), so a patch sampler can only draw
 pixels of the training rectangle; validation and test cases are whole-scene cases whose valid
 mask is restricted to their region (``Case.region``), so every method, trivial baselines and
@@ -135,32 +136,39 @@ def _guard(spec: SpatialSplit, receptive_field: int | None, dataset: str) -> int
 def spatial_regions(spec: SpatialSplit, shape: tuple[int, int], receptive_field: int | None,
                     dataset: str = "dataset") -> SpatialRegions:
     """Test, training and validation rectangles of a ``shape`` scene with a guard band at least
-    ``receptive_field`` wide. Raises :class:`DataError` when the scene is too small for it."""
+    ``receptive_field`` wide between the training region and the test and validation regions.
+
+    The test and validation regions do not depend on the model (so every model and baseline is
+    validated and tested on the same pixels); only the training rectangle shrinks with a wider
+    receptive field. Raises :class:`DataError` when the scene is too small for it."""
     g = _guard(spec, receptive_field, dataset)
     h, w = shape
+    whole = (0, h, 0, w)
     test = region_rect(spec.test, shape, "test")
     if area(test) >= h * w:
         raise DataError(f"{dataset}: split.spatial.test covers the whole scene")
-    free = largest_outside((0, h, 0, w), dilate(test, g, shape))
-    if free is None:
+    declared = spec.guard if isinstance(spec.guard, int) else 0
+    side = largest_outside(whole, dilate(test, declared, shape))  # where validation goes, model-independent
+    free = largest_outside(whole, dilate(test, g, shape))
+    if side is None or free is None:
         raise DataError(f"{dataset}: nothing of the {h}x{w} scene is left for training outside the test region "
                         f"and a {g}-pixel guard band (the model's receptive field)")
     val: Rect | None
     if spec.val == "none":
         val, train = None, free
-    elif spec.val == "auto":
-        fr0, fr1, fc0, fc1 = free
-        if fr1 - fr0 >= fc1 - fc0:
-            k = max(1, (fr1 - fr0) // 4)
-            val = (fr1 - k, fr1, fc0, fc1)
-        else:
-            k = max(1, (fc1 - fc0) // 4)
-            val = (fr0, fr1, fc1 - k, fc1)
-        train = largest_outside(free, dilate(val, g, shape))
     else:
-        val = region_rect(spec.val, shape, "val")
-        if intersects(val, dilate(test, g, shape)):
-            raise DataError(f"{dataset}: split.spatial.val {list(val)} is within {g} px of the test region {list(test)}")
+        if spec.val == "auto":  # the last quarter of the other side, along its longer axis
+            sr0, sr1, sc0, sc1 = side
+            if sr1 - sr0 >= sc1 - sc0:
+                k = max(1, (sr1 - sr0) // 4)
+                val = (sr1 - k, sr1, sc0, sc1)
+            else:
+                k = max(1, (sc1 - sc0) // 4)
+                val = (sr0, sr1, sc1 - k, sc1)
+        else:
+            val = region_rect(spec.val, shape, "val")
+            if intersects(val, test):
+                raise DataError(f"{dataset}: split.spatial.val {list(val)} overlaps the test region {list(test)}")
         train = largest_outside(free, dilate(val, g, shape))
     if train is None or min(train[1] - train[0], train[3] - train[2]) < MIN_TRAIN:
         raise DataError(
