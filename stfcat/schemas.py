@@ -243,9 +243,61 @@ class Access(_Strict):
         return self
 
 
+REGION_NAMES = tuple(f"{side}-{part}" for side in ("left", "right", "top", "bottom")
+                     for part in ("half", "third", "quarter"))
+"""Named regions of a scene for a spatial split (``right-third``: the right third of the columns)."""
+
+Region = list[int] | str
+
+
+def _check_region(value: Region | None, field: str) -> Region | None:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str):
+        if value not in REGION_NAMES:
+            raise ValueError(f"{field}: {value!r} is not a region name ({', '.join(REGION_NAMES)}) "
+                             "nor [row0, row1, col0, col1]")
+        return value
+    if len(value) != 4 or value[0] >= value[1] or value[2] >= value[3] or min(value) < 0:
+        raise ValueError(f"{field}: {value!r} must be [row0, row1, col0, col1] with row0 < row1, col0 < col1 (>= 0)")
+    return value
+
+
+class SpatialSplit(_Strict):
+    """A spatial split: train and validate on one part of the scene, test on a disjoint part,
+    with a guard band between them (see :mod:`stfcat.data.splits`)."""
+
+    kind: Literal["spatial"] = "spatial"
+    test: Region = Field(description="test region: a name such as 'right-third' or [row0, row1, col0, col1] (end excluded)")
+    val: Region = Field("auto", description="validation region, 'auto' (a strip of the training side) or none")
+    guard: int | Literal["auto"] = Field("auto", description="guard band in fine pixels; 'auto': the model's receptive field")
+    note: str | None = None
+
+    @field_validator("test")
+    @classmethod
+    def _test(cls, value: Region) -> Region:
+        if value == "auto":
+            raise ValueError("test: give a region name or [row0, row1, col0, col1], not 'auto'")
+        return _check_region(value, "test")
+
+    @field_validator("val")
+    @classmethod
+    def _val(cls, value: Region) -> Region:
+        return value if value == "none" else _check_region(value, "val")
+
+    @field_validator("guard")
+    @classmethod
+    def _guard(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"guard: {value} must be >= 0 pixels or 'auto'")
+        return value
+
+
 class Split(_Strict):
     train: list[IsoDate] = Field(default_factory=list, description="dates (YYYY-MM-DD) of training pairs")
+    val: list[IsoDate] = Field(default_factory=list, description="dates (YYYY-MM-DD) of validation targets")
     test: list[IsoDate] = Field(default_factory=list, description="dates (YYYY-MM-DD) of test targets")
+    spatial: SpatialSplit | None = Field(None, description="a spatial split of the scene (few-date series)")
     note: str | None = None
 
 

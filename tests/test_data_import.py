@@ -126,7 +126,7 @@ def test_csiro_envi_import(tmp_path, as_archive):
     assert res.ok
     s = load_series("cia", data_dir=tmp_path / "data", catalog=cat)
     assert s.dates == CIA_DATES and len(s.bands) == 6 and s.shape == (24, 20)
-    assert s.split == {"train": CIA_DATES[:2], "test": CIA_DATES[2:]}
+    assert s.split == {"train": CIA_DATES[:2], "val": [], "test": CIA_DATES[2:]}
     for d, (fine, coarse) in truth.items():
         np.testing.assert_allclose(s.read_fine(d), fine * np.float32(1e-4), rtol=1e-6)  # BIL read right
         np.testing.assert_allclose(s.read_coarse(d), coarse * np.float32(1e-4), rtol=1e-6)  # BSQ read right

@@ -32,9 +32,10 @@ def test_demo_facts(demo):
     assert demo.shape == (256, 256) and demo.ratio == 16
     assert demo.fine_resolution == 30 and demo.coarse_resolution == 480
     assert len(demo.dates) == 8 and demo.dates == sorted(demo.dates)
-    assert demo.split["train"] == demo.dates[:5] and demo.split["test"] == demo.dates[5:]
+    d = demo.dates
+    assert demo.split == {"train": [d[0], d[1], d[2], d[4]], "val": [d[3]], "test": d[5:]}
     m = read_manifest(demo.root)
-    assert m.format_version == 1 and all(p.coarse.grid == "native" for p in m.pairs)
+    assert m.format_version == 2 and all(p.coarse.grid == "native" for p in m.pairs)
     # coarse really stored on its native 480 m grid
     from stfcat.data.readers import raster_info
 
@@ -88,17 +89,33 @@ def test_cases_split_rules(demo):
     ]
     test2 = demo.cases(2, "test")
     assert [(c.ref_dates, c.target_date) for c in test2] == [((d[4], d[6]), d[5]), ((d[5], d[7]), d[6])]
+    train_dates = [d[0], d[1], d[2], d[4]]
     train1 = demo.cases(1, "train")
-    assert len(train1) == 8
-    for c in train1:
-        assert c.target_date in d[:5] and all(r in d[:5] for r in c.ref_dates)
-    assert {(c.ref_dates[0], c.target_date) for c in train1} >= {(d[0], d[1]), (d[1], d[0])}
+    assert len(train1) == 6
+    for c in train1:  # the validation date is never a training target nor reference
+        assert c.target_date in train_dates and all(r in train_dates for r in c.ref_dates)
+    assert {(c.ref_dates[0], c.target_date) for c in train1} >= {(d[0], d[1]), (d[1], d[0]), (d[2], d[4])}
     train2 = demo.cases(2, "train")
-    assert [(c.ref_dates, c.target_date) for c in train2] == [((d[i - 1], d[i + 1]), d[i]) for i in (1, 2, 3)]
+    assert [(c.ref_dates, c.target_date) for c in train2] == [((d[0], d[2]), d[1]), ((d[1], d[4]), d[2])]
+    # validation: date 4, references from train dates only (never a test date)
+    assert [(c.ref_dates, c.target_date) for c in demo.cases(1, "val")] == [((d[2],), d[3])]
+    assert [(c.ref_dates, c.target_date) for c in demo.cases(2, "val")] == [((d[2], d[4]), d[3])]
     with pytest.raises(ValueError, match="n_refs"):
         demo.cases(3)
     with pytest.raises(ValueError, match="split"):
-        demo.cases(1, "val")
+        demo.cases(1, "dev")
+
+
+def test_val_references_never_come_from_test_dates(demo):
+    d = demo.dates
+    # a validation date after the last train date: with one reference, the nearest earlier
+    # train date; with two, no case (the later neighbour would be a test date)
+    other = demo.with_split(train=d[:4], val=[d[4]], test=d[5:])
+    assert [(c.ref_dates, c.target_date) for c in other.cases(1, "val")] == [((d[3],), d[4])]
+    assert other.cases(2, "val") == []
+    assert [c.target_date for c in other.cases(1, "test")] == d[5:]
+    with pytest.raises(DataError, match="both train and val"):
+        demo.with_split(train=d[:4], val=[d[3]], test=d[5:])
 
 
 def test_case_read_and_tensors(demo):
@@ -225,7 +242,7 @@ def test_load_series_from_folder_and_errors(tmp_path):
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     s = load_series(folder)
-    assert s.split == {"train": ["2020-01-01"], "test": ["2020-01-09"]}
+    assert s.split == {"train": ["2020-01-01"], "val": [], "test": ["2020-01-09"]}
     assert np.allclose(s.read_fine("2020-01-01"), 0.1)
     manifest["pairs"][0]["fine"]["path"] = "bad.tif"
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -321,8 +338,8 @@ def test_demo_scene_has_phenology_small_objects_psf_and_misregistration():
 def test_with_split_selects_another_split(demo):
     d = demo.dates
     other = demo.with_split(train=d[:3], test=d[3:5])
-    assert other.split == {"train": d[:3], "test": d[3:5]}
-    assert demo.split["train"] == d[:5]  # the original is untouched
+    assert other.split == {"train": d[:3], "val": [], "test": d[3:5]}
+    assert demo.split["train"] == [d[0], d[1], d[2], d[4]]  # the original is untouched
     assert [c.target_date for c in other.cases(1, "test")] == d[3:5]
     assert all(c.target_date in d[:3] for c in other.cases(1, "train"))
     with pytest.raises(DataError, match=r"1999-01-01.*manifest\.json"):
@@ -368,6 +385,7 @@ def test_demo_yaml_matches_the_generator(demo):
     assert ds.access.kind == "embedded"
     assert ds.dates == demo.dates and ds.n_dates == len(demo.dates)
     assert ds.split.train == demo.split["train"] and ds.split.test == demo.split["test"]
+    assert ds.split.val == demo.split["val"]
     assert list(ds.fine.bands) == demo.bands and ds.image_size == f"{demo.shape[0]}x{demo.shape[1]}"
     assert ds.coarse.resolution.value / ds.fine.resolution.value == demo.ratio
     assert ds.scale_factor == demo.scale_factor and ds.nodata == demo.manifest.nodata

@@ -46,6 +46,7 @@ def run_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.pt (default: the latest run), configured by <out>/config.yaml.")] = False,
     full_recipe: Annotated[bool, typer.Option("--full-recipe", help="Train with the paper's budget instead of the quick one.")] = False,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip GeoTIFFs and PNGs (metrics and checkpoint only).")] = False,
+    split: Annotated[str | None, typer.Option("--split", help="temporal or spatial (the dataset's declared spatial split); default: temporal where the dates allow.")] = None,
     catalog: CatalogOpt = None,
 ) -> None:
     """Train MODEL (if trainable) and evaluate it with the trivial baselines on DATASET's test cases.
@@ -67,7 +68,7 @@ def run_cmd(
                            sets=sets or ())
         model, dataset = cfg.model.id, cfg.data.dataset
         res = run_experiment(model, dataset, config=cfg, out=out, resume=resume, catalog=catalog,
-                             images=not no_images)
+                             images=not no_images, split=split)
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     except TrainingInterrupted as exc:
@@ -150,7 +151,9 @@ def bench_cmd(
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     failed = [r for r in board["runs"] if r.get("error")]
+    refused = board.get("refused") or []
     typer.echo(f"wrote {out / 'leaderboard.json'} and {out / 'leaderboard.md'}: {len(board['rows'])} rows"
-               + (f", {len(failed)} failed run(s) recorded" if failed else ""))
+               + (f", {len(failed)} failed run(s) recorded" if failed else "")
+               + (f", {len(refused)} stale row(s) computed on other data dropped" if refused else ""))
     if failed:
         raise typer.Exit(1)

@@ -24,14 +24,19 @@ Landsat TM: blue, green, red, NIR, SWIR1, SWIR2; 8 dates in 2021, DOY 60..284 ev
   480 m grid; reading resamples them (bilinear) onto the fine grid.
 * A 12 x 12 px no-data gap (cloud mask) in the fine image of the last date exercises masking.
 
-Split (recorded in the manifest): dates 1-5 train, dates 6-8 test. With references allowed
-from any date, one-reference test cases are 5->6, 6->7, 7->8 and two-reference test cases are
-(5, 7)->6 and (6, 8)->7, so two cases exist for each reference count the flood hits.
+Split (recorded in the manifest): dates 1, 2, 3 and 5 train, date 4 validation, dates 6-8 test.
+With references allowed from any date, one-reference test cases are 5->6, 6->7, 7->8 and
+two-reference test cases are (5, 7)->6 and (6, 8)->7, so two cases exist for each reference count
+the flood hits. The validation cases are 3->4 and (3, 5)->4 (references from train dates only):
+date 4 is the first date after the harvest, so a recipe that selects a checkpoint on it is judged
+on a change it has not been trained to reproduce at that date. Taking date 4 (not 5) as the
+validation date keeps the test cases unchanged.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -50,7 +55,7 @@ from .manifest import (
 from .paths import publish_mode
 from .readers import write_geotiff
 
-DEMO_VERSION = 1  # bump when the generator changes, so cached copies are regenerated
+DEMO_VERSION = 2  # bump when the generator or the manifest changes (2: validation date), so cached copies are regenerated
 SEED = 20210301
 SIZE = 256
 RATIO = 16
@@ -60,7 +65,8 @@ YEAR = 2021
 CRS = "EPSG:32650"
 ORIGIN = (500000.0, 4000020.0)
 NODATA = -9999
-N_TRAIN = 5
+N_TRAIN = 5  # dates 1..5 come before the test dates; VAL_INDEX among them is validation
+VAL_INDEX = 3  # date 4
 
 # Spectra (reflectance, 6 bands) -----------------------------------------------------------
 SOIL = np.array([0.09, 0.12, 0.16, 0.22, 0.30, 0.25])
@@ -185,60 +191,87 @@ def _to_int16(refl: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+FINE_TF = [30.0, 0.0, ORIGIN[0], 0.0, -30.0, ORIGIN[1]]
+COARSE_TF = [30.0 * RATIO, 0.0, ORIGIN[0], 0.0, -30.0 * RATIO, ORIGIN[1]]
+
+
+def demo_content(seed: int = SEED) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """The demo's manifest and its stored int16 arrays by relative path, in memory."""
+    scene = generate(seed)
+    pairs, arrays = [], {}
+    for t, d in enumerate(dates()):
+        fpath, cpath = f"fine/L_{d}.tif", f"coarse/M_{d}.tif"
+        arrays[fpath] = _to_int16(scene["fine"][t], scene["fine_valid"][t])
+        arrays[cpath] = _to_int16(scene["coarse"][t])
+        pairs.append(PairEntry(date=d, fine=ImageEntry(path=fpath), coarse=ImageEntry(path=cpath, grid="native")))
+    all_dates = dates()
+    manifest = Manifest(
+        name="demo",
+        bands=BANDS,
+        scale_factor=1e-4,
+        nodata=NODATA,
+        fine_resolution=30.0,
+        coarse_resolution=30.0 * RATIO,
+        ratio=RATIO,
+        shape=(SIZE, SIZE),
+        crs=CRS,
+        transform=FINE_TF,
+        split=SplitEntry(
+            train=[d for i, d in enumerate(all_dates[:N_TRAIN]) if i != VAL_INDEX],
+            val=[all_dates[VAL_INDEX]],
+            test=all_dates[N_TRAIN:],
+            note="dates 1-3 and 5 train, 4 validation, 6-8 test; test references may come from any date, "
+            "validation references from train dates",
+        ),
+        pairs=pairs,
+        source={"dataset": "demo", "layout": "generated", "seed": seed, "demo_version": DEMO_VERSION},
+    )
+    return manifest, arrays
+
+
+def generator_fingerprint(seed: int = SEED) -> str:
+    """The fingerprint (:mod:`stfcat.data.fingerprint`) of the demo this generator writes
+    (computed once per process and seed: about 1.5 s)."""
+    return _generator_fingerprint(int(seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _generator_fingerprint(seed: int) -> str:
+    from .fingerprint import array_digest, combine
+
+    manifest, arrays = demo_content(seed)
+    digests = []
+    for p in manifest.pairs:
+        for role in ("fine", "coarse"):
+            entry = getattr(p, role)
+            digests.append((p.date, role, array_digest(arrays[entry.path])))
+    return combine(manifest, digests)
+
+
 def write_demo(folder: Path, seed: int = SEED) -> Path:
     """Generate the demo into ``folder`` (files + manifest.json) and return the folder.
 
-    Everything is written into a temporary sibling folder first and moved into place at the end,
-    so an interrupted generation never leaves a half-written demo behind.
+    Everything is written into a temporary sibling folder first and moved into place at the end
+    (an old demo is renamed aside first and removed after), so an interrupted generation never
+    leaves a half-written demo behind.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    scene = generate(seed)
+    manifest, arrays = demo_content(seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        fine_tf = [30.0, 0.0, ORIGIN[0], 0.0, -30.0, ORIGIN[1]]
-        coarse_tf = [30.0 * RATIO, 0.0, ORIGIN[0], 0.0, -30.0 * RATIO, ORIGIN[1]]
-        pairs = []
-        for t, d in enumerate(dates()):
-            fpath = f"fine/L_{d}.tif"
-            cpath = f"coarse/M_{d}.tif"
-            write_geotiff(
-                tmp / fpath,
-                _to_int16(scene["fine"][t], scene["fine_valid"][t]),
-                crs=CRS,
-                transform=fine_tf,
-                nodata=NODATA,
-            )
-            write_geotiff(
-                tmp / cpath, _to_int16(scene["coarse"][t]), crs=CRS, transform=coarse_tf, nodata=NODATA
-            )
-            pairs.append(
-                PairEntry(date=d, fine=ImageEntry(path=fpath), coarse=ImageEntry(path=cpath, grid="native"))
-            )
-        all_dates = dates()
-        manifest = Manifest(
-            name="demo",
-            bands=BANDS,
-            scale_factor=1e-4,
-            nodata=NODATA,
-            fine_resolution=30.0,
-            coarse_resolution=30.0 * RATIO,
-            ratio=RATIO,
-            shape=(SIZE, SIZE),
-            crs=CRS,
-            transform=fine_tf,
-            split=SplitEntry(
-                train=all_dates[:N_TRAIN],
-                test=all_dates[N_TRAIN:],
-                note="dates 1-5 train, 6-8 test; references may come from any date",
-            ),
-            pairs=pairs,
-            source={"dataset": "demo", "layout": "generated", "seed": seed, "demo_version": DEMO_VERSION},
-        )
+        for rel, arr in arrays.items():
+            tf = FINE_TF if rel.startswith("fine/") else COARSE_TF
+            write_geotiff(tmp / rel, arr, crs=CRS, transform=tf, nodata=NODATA)
         write_manifest(manifest, tmp)
         publish_mode(tmp)
+        old = None
         if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}-old-", dir=folder.parent))
+            try:
+                folder.replace(old / "demo")
+            except OSError:
+                old = None  # vanished or replaced meanwhile: the replace below decides
         try:
             tmp.replace(folder)
         except OSError:
@@ -246,6 +279,8 @@ def write_demo(folder: Path, seed: int = SEED) -> Path:
             if not (folder / MANIFEST_NAME).is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -253,12 +288,17 @@ def write_demo(folder: Path, seed: int = SEED) -> Path:
 
 
 def ensure_demo(folder: Path, seed: int = SEED) -> Path:
-    """Return ``folder`` holding the demo, generating it when absent or from another generator version."""
+    """Return ``folder`` holding the demo. A cached copy is used only when its fingerprint (its
+    manifest and the arrays in its files) equals the generator's; otherwise, and when absent or
+    unreadable, the demo is regenerated (atomically)."""
+    from .fingerprint import folder_fingerprint
+
     folder = Path(folder)
     if (folder / MANIFEST_NAME).is_file():
         try:
             src = read_manifest(folder).source
-            if src.get("demo_version") == DEMO_VERSION and src.get("seed") == seed:
+            if (src.get("demo_version") == DEMO_VERSION and src.get("seed") == seed
+                    and folder_fingerprint(folder) == generator_fingerprint(seed)):
                 return folder
         except Exception:  # noqa: BLE001 - a broken cached demo is simply regenerated
             pass

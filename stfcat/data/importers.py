@@ -118,7 +118,9 @@ def _finish(
     if ds.split:
         split = SplitEntry(
             train=[d for d in ds.split.train if d in found],
+            val=[d for d in ds.split.val if d in found],
             test=[d for d in ds.split.test if d in found],
+            spatial=ds.split.spatial,
             note=ds.split.note,
         )
     manifest = Manifest(

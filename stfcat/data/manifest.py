@@ -6,13 +6,13 @@ your own ends with a manifest. Everything downstream (pair series, cases, traini
 reads the manifest and never guesses dates, roles, bands or scales from file names or array
 shapes.
 
-Format (``format_version`` 1)
------------------------------
+Format (``format_version`` 2; 2 added ``split.val`` and ``split.spatial``)
+--------------------------------------------------------------------------
 A JSON object::
 
     {
       "format": "stfcat-manifest",          # constant, identifies the file
-      "format_version": 1,                  # bumped on incompatible changes
+      "format_version": 2,                  # bumped on incompatible changes
       "name": "demo",                       # dataset id (or folder name for your own data)
       "bands": ["blue", "green", "red", "nir", "swir1", "swir2"],   # in the order arrays are returned
       "scale_factor": 0.0001,               # default: stored value x scale_factor = reflectance
@@ -23,7 +23,8 @@ A JSON object::
       "shape": [256, 256],                  # fine grid rows, cols (H, W)
       "crs": "EPSG:32650",                  # of the fine grid; null when not georeferenced
       "transform": [30, 0, 500000, 0, -30, 4000000],   # affine a,b,c,d,e,f of the fine grid, or null
-      "split": {"train": [dates], "test": [dates], "note": "..."},
+      "split": {"train": [dates], "val": [dates], "test": [dates], "note": "...",
+                "spatial": {"test": "right-third", "val": "auto", "guard": "auto"}},   # optional
       "pairs": [                            # one entry per acquisition date, sorted by date
         {"date": "2020-03-08",
          "fine":   {"path": "fine/2020-03-08.tif"},
@@ -73,11 +74,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stfcat.schemas import SpatialSplit
+
 from .errors import ManifestError
 from .paths import publish_mode
 
 FORMAT = "stfcat-manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: split.val and split.spatial (version 1 files are read unchanged)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -133,8 +136,18 @@ class PairEntry(_Strict):
 
 class SplitEntry(_Strict):
     train: list[str] = Field(default_factory=list)
+    val: list[str] = Field(default_factory=list)
     test: list[str] = Field(default_factory=list)
+    spatial: SpatialSplit | None = None
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> SplitEntry:
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            both = sorted(set(getattr(self, a)) & set(getattr(self, b)))
+            if both:
+                raise ValueError(f"split: dates {', '.join(both)} are both {a} and {b}")
+        return self
 
 
 class Manifest(_Strict):
@@ -170,7 +183,7 @@ class Manifest(_Strict):
             raise ValueError("pairs: a date appears twice")
         self.pairs.sort(key=lambda p: p.date)
         known = set(dates)
-        for key in ("train", "test"):
+        for key in ("train", "val", "test"):
             missing = [d for d in getattr(self.split, key) if d not in known]
             if missing:
                 raise ValueError(f"split.{key}: dates {missing} have no entry in pairs")

@@ -1,7 +1,8 @@
 """Pair series and cases: the API the runner and the models use.
 
 A :class:`PairSeries` is one dataset read through its manifest: a fine grid, a list of dates
-with a fine and/or a coarse image, bands, scale and a train/test split. A :class:`Case` is one
+with a fine and/or a coarse image, bands, scale and a train/validation/test split (by dates; a
+spatial split by regions is declared in ``split.spatial``, see :mod:`stfcat.data.splits`). A :class:`Case` is one
 fusion problem: predict the fine image at ``target_date`` from the coarse image at that date
 and one or two reference pairs.
 
@@ -12,6 +13,9 @@ Case building (``PairSeries.cases``)
   nearest later one when no earlier exists). ``n_refs=2``: the nearest earlier and the nearest
   later complete pairs; targets without both are skipped. Targets without a fine image still give
   a case (``target`` is None: prediction only).
+* ``split="val"``: every validation date with a fine image is a target; references (same rules
+  as test) come from train and validation dates only, so no test image is seen before testing.
+  Recipes may select a checkpoint or stop early on validation cases; test is scored once.
 * ``split="train"``: only train dates are used, as targets and as references. ``n_refs=1``:
   consecutive complete pairs in both directions (t_i -> t_i+1 and t_i+1 -> t_i). ``n_refs=2``:
   each inner train date with its two train neighbours.
@@ -81,6 +85,10 @@ class PairSeries:
         }
         self._pairs = {p.date: p for p in manifest.pairs}
         self.split: dict[str, list[str]] = self._default_split()
+        self.spatial = manifest.split.spatial  # a SpatialSplit declaration, or None
+        # a cropped view (see crop) reads the rectangle at _origin of the _full_shape grid
+        self._origin: tuple[int, int] = (0, 0)
+        self._full_shape: tuple[int, int] = self.shape
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -91,30 +99,62 @@ class PairSeries:
     def _default_split(self) -> dict[str, list[str]]:
         s = self.manifest.split
         if s.train or s.test:
-            return {"train": sorted(s.train), "test": sorted(s.test)}
+            return {"train": sorted(s.train), "val": sorted(s.val), "test": sorted(s.test)}
         with_fine = [d for d in self.dates if self._pairs[d].fine is not None]
         if not with_fine:
-            return {"train": [], "test": []}
-        return {"train": [d for d in with_fine[:-1]], "test": [with_fine[-1]]}
+            return {"train": [], "val": [], "test": []}
+        return {"train": [d for d in with_fine[:-1]], "val": [], "test": [with_fine[-1]]}
 
-    def with_split(self, train: list[str], test: list[str]) -> PairSeries:
+    def with_split(self, train: list[str], test: list[str], val: list[str] | None = None) -> PairSeries:
         """The same series with another split (the manifest's, from the dataset's YAML, is the default).
 
-        Every date must be in the manifest; a date may not be both train and test."""
-        train, test = sorted(train), sorted(test)
-        for key, dates in (("train", train), ("test", test)):
+        Every date must be in the manifest; a date may be in one part only."""
+        train, test, val = sorted(train), sorted(test), sorted(val or [])
+        for key, dates in (("train", train), ("val", val), ("test", test)):
             unknown = [d for d in dates if d not in self._pairs]
             if unknown:
                 raise DataError(
                     f"with_split({key}=...): dates {', '.join(unknown)} are not in {self.root / MANIFEST_NAME} "
                     f"(dates: {', '.join(self.dates)})"
                 )
-        both = sorted(set(train) & set(test))
-        if both:
-            raise DataError(f"with_split: dates {', '.join(both)} are both train and test")
+        for (ka, a), (kb, b) in ((("train", train), ("test", test)), (("train", train), ("val", val)),
+                                 (("val", val), ("test", test))):
+            both = sorted(set(a) & set(b))
+            if both:
+                raise DataError(f"with_split: dates {', '.join(both)} are both {ka} and {kb}")
         other = copy.copy(self)
-        other.split = {"train": train, "test": test}
+        other.split = {"train": train, "val": val, "test": test}
         return other
+
+    def crop(self, rect: tuple[int, int, int, int]) -> PairSeries:
+        """A view of the rectangle ``(row0, row1, col0, col1)`` (end excluded) of this series:
+        same dates and files, ``shape`` the rectangle's, windows relative to its corner. Used for
+        the training region of a spatial split (:mod:`stfcat.data.splits`)."""
+        r0, r1, c0, c1 = (int(v) for v in rect)
+        if not (0 <= r0 < r1 <= self.shape[0] and 0 <= c0 < c1 <= self.shape[1]):
+            raise DataError(f"crop {rect!r} is outside the {self.shape[0]}x{self.shape[1]} grid of {self.name}")
+        other = copy.copy(self)
+        other._origin = (self._origin[0] + r0, self._origin[1] + c0)
+        other.shape = (r1 - r0, c1 - c0)
+        tf = self.profile.get("transform")
+        if tf is not None:  # the affine of the crop's upper-left corner
+            a, b, c, d, e, f = tf[:6]
+            tf = (a, b, c + a * c0 + b * r0, d, e, f + d * c0 + e * r0)
+        other.profile = {**self.profile, "transform": tf, "height": other.shape[0], "width": other.shape[1]}
+        return other
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """(row, col) of this view's upper-left pixel on the files' fine grid ((0, 0) unless cropped)."""
+        return self._origin
+
+    def _file_window(self, window: WindowLike | None):
+        from rasterio.windows import Window
+
+        win = as_window(window, self.shape)
+        if self._origin == (0, 0):
+            return win
+        return Window(win.col_off + self._origin[1], win.row_off + self._origin[0], win.width, win.height)
 
     def __repr__(self) -> str:
         return (
@@ -166,14 +206,14 @@ class PairSeries:
             nodata=self._nodata(entry),
             bands=entry.bands,
             n_bands=len(self.bands),
-            window=as_window(window, self.shape),
-            expect_shape=self.shape,
+            window=self._file_window(window),
+            expect_shape=self._full_shape,
         )
 
     def read_coarse(self, date: str, window: WindowLike | None = None) -> np.ndarray:
         """Coarse image on the fine grid ``(B, h, w)`` float32 reflectance, NaN = invalid."""
         entry = self._entry(date, "coarse")
-        win = as_window(window, self.shape)
+        win = self._file_window(window)
         if entry.grid == "fine":
             return read_reflectance(
                 self.root / entry.path,
@@ -182,7 +222,7 @@ class PairSeries:
                 bands=entry.bands,
                 n_bands=len(self.bands),
                 window=win,
-                expect_shape=self.shape,
+                expect_shape=self._full_shape,
             )
         return read_resampled(
             self.root / entry.path,
@@ -191,19 +231,29 @@ class PairSeries:
             bands=entry.bands,
             n_bands=len(self.bands),
             window=win,
-            fine_shape=self.shape,
+            fine_shape=self._full_shape,
             fine_crs=self.manifest.crs,
             fine_transform=self.manifest.transform,
             ratio=self.manifest.ratio,
         )
 
     # -- cases --------------------------------------------------------------------------------
-    def cases(self, n_refs: int, split: str = "test") -> list[Case]:
-        """Fusion cases of ``split`` ("train" or "test") with ``n_refs`` (1 or 2) reference pairs."""
+    def cases(self, n_refs: int, split: str = "test", *, kind: str = "temporal",
+              receptive_field: int | None = None) -> list[Case]:
+        """Fusion cases of ``split`` ("train", "val" or "test") with ``n_refs`` (1 or 2) reference
+        pairs. ``kind="spatial"`` gives the cases of the declared spatial split
+        (:func:`stfcat.data.splits.spatial_split_cases`; training and validation regions need the
+        model's ``receptive_field``)."""
         if n_refs not in (1, 2):
             raise ValueError(f"n_refs must be 1 or 2, got {n_refs!r}")
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if kind == "spatial":
+            from .splits import spatial_split_cases
+
+            return spatial_split_cases(self, n_refs, split, receptive_field)
+        if kind != "temporal":
+            raise ValueError(f"kind must be 'temporal' or 'spatial', got {kind!r}")
         out: list[Case] = []
         if split == "train":
             train = [d for d in self.dates if d in set(self.split["train"]) and self.is_pair(d)]
@@ -215,8 +265,15 @@ class PairSeries:
                 for a, t, b in zip(train, train[1:], train[2:], strict=False):
                     out.append(Case(self, t, (a, b)))
             return out
-        pairs = [d for d in self.dates if self.is_pair(d)]
-        for t in self.split["test"]:
+        if split == "val":
+            # references from train and validation dates only: a test image is never seen before the test
+            seen = set(self.split["train"]) | set(self.split.get("val", []))
+            pairs = [d for d in self.dates if d in seen and self.is_pair(d)]
+            targets = [d for d in self.split.get("val", []) if self.has_fine(d)]
+        else:
+            pairs = [d for d in self.dates if self.is_pair(d)]
+            targets = self.split["test"]
+        for t in targets:
             if not self.has_coarse(t):
                 continue
             before = [d for d in pairs if d < t]
@@ -233,12 +290,16 @@ class PairSeries:
 
 @dataclass
 class Case:
-    """One fusion problem: ``ref_dates`` (1 or 2, earlier first) -> ``target_date``."""
+    """One fusion problem: ``ref_dates`` (1 or 2, earlier first) -> ``target_date``.
+
+    ``region`` ``(row0, row1, col0, col1)`` restricts the valid mask (what a metric may use) to a
+    rectangle of the scene: the validation or test region of a spatial split."""
 
     series: PairSeries
     target_date: str
     ref_dates: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict)
+    region: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         self.ref_dates = tuple(self.ref_dates)
@@ -284,6 +345,12 @@ class Case:
         valid = np.ones(raw["f1"].shape[1:], dtype=bool)
         for arr in [*raw.values(), *([target] if target is not None else [])]:
             valid &= np.isfinite(arr).all(axis=0)
+        if self.region is not None:
+            r0, r1, c0, c1 = self.region
+            wr, wc = int(win.row_off), int(win.col_off)
+            inside = np.zeros_like(valid)
+            inside[max(0, r0 - wr) : max(0, r1 - wr), max(0, c0 - wc) : max(0, c1 - wc)] = True
+            valid &= inside
         inputs = {k: fill_invalid(v) for k, v in raw.items()}
         return inputs, target, valid
 

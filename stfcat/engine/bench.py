@@ -46,7 +46,10 @@ def run_bench(
 
     With ``merge`` the rows and runs of an existing ``leaderboard.json`` in ``out`` are kept
     unless this call produces a row (or run) for the same (model, dataset), so a leaderboard
-    can be built in several sittings (e.g. deep models, then classical ones)."""
+    can be built in several sittings (e.g. deep models, then classical ones). Rows are only
+    merged when computed on the same data: an old row whose dataset fingerprint differs from the
+    dataset's fingerprint now (or that has none) is stale; its model is re-run on that dataset in
+    this call, and a stale row that could not be re-run is dropped (listed in ``refused``)."""
     import json
 
     from .outputs import atomic_write_text, write_json
@@ -63,18 +66,25 @@ def run_bench(
         reported = json.loads((out / "reported.json").read_text())
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    old = json.loads((out / "leaderboard.json").read_text()) if merge and (out / "leaderboard.json").is_file() else None
+    fingerprints = _Fingerprints(catalog, data_dir)
+    stale = _stale_models(old, fingerprints) if old else {}
+    datasets += [ds for ds in stale if ds not in datasets]
     for ds in datasets:
-        baselines_done: set[str] = set()
-        todo = _bench_order(models)
+        baselines_done: set[Any] = set()
+        todo = _bench_order(list(dict.fromkeys([*models, *stale.get(ds, [])])))
         if not explicit:  # every model by default: only those whose task reads this dataset
             todo = _models_for_dataset(todo, ds, catalog=catalog, data_dir=data_dir)
-        for model in todo:
-            run_dir = out / "runs" / f"{model}-{Path(str(ds)).name}"
+        kinds_of = _split_kinds_of(ds, catalog, data_dir)
+        for model, kind in ((m, k) for m in todo for k in kinds_of(m)):
+            run_dir = out / "runs" / (f"{model}-{Path(str(ds)).name}" + ("-spatial" if kind == "spatial" else ""))
             entry: dict[str, Any] = {"model": model, "dataset": str(ds), "out": str(run_dir)}
+            if kind:
+                entry["split_kind"] = kind
             try:
                 res = run_experiment(model, ds, epochs=epochs, device=device, seed=seed, out=run_dir,
                                      full_recipe=budget == "paper", catalog=catalog, data_dir=data_dir,
-                                     progress=progress, images=False)
+                                     progress=progress, images=False, split=kind)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - one failing model must not lose the others
@@ -86,9 +96,12 @@ def run_bench(
                 continue
             runs.append(entry)
             rows += _rows_of_run(res.metrics, reported, baselines_done)
-    if merge and (out / "leaderboard.json").is_file():
-        old = json.loads((out / "leaderboard.json").read_text())
+    refused: list[dict[str, Any]] = []
+    if old is not None:
         rows, runs = _merge(old.get("rows", []), rows), _merge(old.get("runs", []), runs)
+        rows, refused = _same_data(rows, fingerprints)
+        for r in refused if progress else []:
+            print(f"bench: dropped {r['model']} on {r['dataset']} ({r['split']}): {r['reason']}")
     board = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -98,13 +111,122 @@ def run_bench(
         "rows": rows,
         "runs": runs,
     }
+    if refused:
+        board["refused"] = refused
     write_json(out / "leaderboard.json", board)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
     return board
 
 
+class _Fingerprints:
+    """Dataset fingerprints now (:mod:`stfcat.data.fingerprint`), by the row's dataset argument;
+    None when the dataset cannot be opened here."""
+
+    def __init__(self, catalog: Path | None, data_dir: Path | None) -> None:
+        self.catalog, self.data_dir, self._memo = catalog, data_dir, {}
+
+    def __call__(self, row: dict[str, Any]) -> str | None:
+        arg = row.get("dataset_arg") or row.get("dataset")
+        if arg not in self._memo:
+            from stfcat.data.fingerprint import dataset_fingerprint
+
+            from .errors import EngineError
+            from .run import open_series
+
+            try:
+                self._memo[arg] = dataset_fingerprint(open_series(arg, catalog=self.catalog, data_dir=self.data_dir))
+            except EngineError:
+                self._memo[arg] = None
+        return self._memo[arg]
+
+
+def _stale_models(old: dict[str, Any], fingerprint: _Fingerprints) -> dict[str, list[str]]:
+    """``dataset argument -> models to re-run``: the old rows computed on other data than the
+    dataset holds now. A stale baseline row is re-made by the delta run (one reference) or by
+    re-running a two-reference model of the same dataset."""
+    from stfcat.models import model_info
+
+
+    out: dict[str, list[str]] = {}
+    rows = old.get("rows", [])
+    for r in rows:
+        now = fingerprint(r)
+        if now is None or r.get("fingerprint") == now:
+            continue
+        ds = r.get("dataset_arg") or r["dataset"]
+        todo = out.setdefault(ds, [])
+        if not _is_baseline(r["model"]):
+            todo.append(r["model"])
+        elif int(r.get("n_refs") or 1) == 2:
+            two = [x["model"] for x in rows if x["dataset"] == r["dataset"] and not _is_baseline(x["model"])
+                   and int(x.get("n_refs") or 1) == 2]
+            todo += two[:1]
+        else:
+            todo.append("delta")
+    for ds, todo in out.items():
+        out[ds] = [m for m in dict.fromkeys(todo) if _known(m, model_info)]
+    return out
+
+
+def _known(model: str, model_info) -> bool:
+    try:
+        model_info(model)
+        return True
+    except Exception:  # noqa: BLE001 - a model that no longer exists is not re-run
+        return False
+
+
+def _same_data(rows: list[dict[str, Any]], fingerprint: _Fingerprints) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows computed on the data each dataset holds now, and the refused others (with a reason)."""
+    keep, refused = [], []
+    for r in rows:
+        now = fingerprint(r)
+        if now is not None and r.get("fingerprint") != now:
+            why = ("no data fingerprint recorded" if not r.get("fingerprint") else
+                   f"computed on other data (fingerprint {str(r['fingerprint'])[:12]}, now {now[:12]})")
+            refused.append({"model": r["model"], "dataset": r["dataset"], "split": r.get("split"),
+                            "n_refs": r.get("n_refs"), "reason": why + "; its re-run failed or was not possible"})
+            continue
+        keep.append(r)
+    return keep, refused
+
+
+def _split_kinds_of(ds: Any, catalog: Path | None, data_dir: Path | None):
+    """``model -> [split kinds to run]``: temporal and/or spatial, as the dataset's dates and its
+    declared spatial split allow (:func:`stfcat.data.splits.available_splits`); ``[None]`` (the
+    run's default, which then records why it cannot run) when neither or the dataset is unreadable."""
+    from stfcat.data.splits import available_splits
+    from stfcat.models import model_info
+
+    from .errors import EngineError
+    from .run import open_series
+
+    try:
+        series = open_series(ds, catalog=catalog, data_dir=data_dir)
+    except EngineError:
+        return lambda model: [None]
+
+    def kinds(model: str) -> list[str | None]:
+        try:
+            info = model_info(model)
+        except Exception:  # noqa: BLE001 - an unknown model id is recorded by its run
+            return [None]
+        if info.task != "fusion":  # split kinds are a fusion notion; other tasks have their own split
+            return [None]
+        return list(available_splits(series, info.n_refs, trainable=info.trainable)) or [None]
+
+    return kinds
+
+
+def _split_of(e: dict[str, Any]) -> str:
+    """A row's / run's split label: "test" (temporal) or "spatial split"."""
+    if e.get("split_kind") == "spatial" or e.get("split") == "spatial split":
+        return "spatial split"
+    return "test"
+
+
 def _key(e: dict[str, Any]) -> tuple[Any, ...]:
-    return e.get("model"), e.get("dataset"), e.get("n_refs")
+    return e.get("model"), e.get("dataset"), e.get("n_refs"), _split_of(e)
 
 
 def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -190,19 +312,28 @@ def rebuild_board(out: Path = Path("results")) -> dict[str, Any]:
     out = Path(out)
     reported = json.loads((out / "reported.json").read_text()) if (out / "reported.json").is_file() else {}
     old = json.loads((out / "leaderboard.json").read_text()) if (out / "leaderboard.json").is_file() else {}
-    metrics = []
-    for p in sorted((out / "runs").glob("*/metrics.json")):
-        m = json.loads(p.read_text())
-        m["_dir"] = str(p.parent)  # the folder is named after the dataset argument, not its name
-        metrics.append(m)
-    # baselines first (the reference baseline's run), then models, per dataset
-    metrics.sort(key=lambda m: (m["dataset"], not _is_baseline(m["model"]), m["model"]))
+    found = [(p.parent, json.loads(p.read_text())) for p in sorted((out / "runs").glob("*/metrics.json"))]
+    # baselines first (the delta run), then models, per dataset
+    found.sort(key=lambda pm: (pm[1]["dataset"], not _is_baseline(pm[1]["model"]), pm[1]["model"]))
+    metrics = [m for _, m in found]
+    by_data: dict[str, dict[str, list[str]]] = {}
+    for d, m in found:
+        by_data.setdefault(m["dataset"], {}).setdefault(str(m.get("data_fingerprint")), []).append(d.name)
+    mixed = {ds: fps for ds, fps in by_data.items() if len(fps) > 1}
+    if mixed:
+        from .errors import EngineError
+
+        ds, fps = next(iter(mixed.items()))
+        raise EngineError(f"{out / 'runs'}: runs on {ds!r} were computed on different data: "
+                          + "; ".join(f"fingerprint {fp[:12]}: {', '.join(names)}" for fp, names in fps.items())
+                          + " (re-run the stale ones with `stfcat bench --merge`)")
     rows: list[dict[str, Any]] = []
-    done: dict[str, set[str]] = {}
+    done: dict[str, set[Any]] = {}
     for m in metrics:
         rows += _rows_of_run(m, reported, done.setdefault(m["dataset"], set()))
     ok = {(m["model"], m["dataset"]) for m in metrics}
-    runs = [{"model": m["model"], "dataset": m["dataset"], "out": m["_dir"]} for m in metrics]
+    runs = [{"model": m["model"], "dataset": m["dataset"], "out": str(d), "split_kind": m.get("split_kind", "temporal")}
+            for d, m in found]
     runs += [r for r in old.get("runs", []) if r.get("error") and (r["model"], Path(r["dataset"]).name) not in ok]
     board = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -230,10 +361,14 @@ def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row:
         "family": info.family,
         "paper": info.paper,
         "dataset": m["dataset"],
+        "dataset_arg": m.get("dataset_arg"),
+        "fingerprint": m.get("data_fingerprint"),
         "split": m["split"],
         "n_refs": int(m["n_refs"]) if m.get("n_refs") else (1 if m.get("task", "fusion") == "fusion" else None),
         "cases": len(m["cases"]),
         "metrics": m["mean"][method],
+        "val_metrics": ((m.get("val") or {}).get("mean") or {}).get(method),  # validation, reported apart
+        "val_cases": len((m.get("val") or {}).get("cases") or []),
         "params": m["params"] if model_row else 0,
         "train_seconds": m["train_seconds"] if model_row else 0.0,
         "infer_seconds": m["infer_seconds_by_method"].get(method),
@@ -270,7 +405,8 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
         task = get_task(rows[0].get("task", "fusion"))
         cols = task.board_columns
         head = ["model", "split", *[k.upper() for k in cols], "params", "train s", "infer s", "commit",
-                "reproduced here", f"reported in paper ({' / '.join(k.upper() for k in task.reported_metrics)})"]
+                "reproduced here", f"reported in paper ({' / '.join(k.upper() for k in task.reported_metrics)})",
+                f"validation {task.primary_metric.upper()}"]
         lines += [f"## {ds}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in sorted(rows, key=lambda r: (r["family"] != "trivial", r["metrics"].get(task.primary_metric) or 9e9)):
             rep = r.get("reported") or {}
@@ -278,7 +414,7 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([
                 r["model"], r["split"], *[fmt(r["metrics"].get(k)) for k in cols],
                 f"{r['params']:,}", fmt(float(r["train_seconds"] or 0.0)), fmt(r["infer_seconds"]),
-                (r["commit"] or "—")[:12], "yes", rep_txt,
+                (r["commit"] or "—")[:12], "yes", rep_txt, fmt((r.get("val_metrics") or {}).get(task.primary_metric)),
             ]) + " |")
         lines.append("")
     failed = [x for x in board["runs"] if x.get("error")]

@@ -41,6 +41,7 @@ class ModelSection(_Section):
 class DataSection(_Section):
     dataset: str = "demo"
     split: str = "test"
+    split_kind: str | None = None  # the task's split kind (fusion: temporal/spatial); None: the task's default
     bands: list[str] | None = None  # facts of the data the run saw (checked on replay)
     ratio: int | None = None
     dates: dict[str, list[str | int]] | None = None  # split dates (fusion) or index ranges (time series)

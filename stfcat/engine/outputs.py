@@ -83,9 +83,10 @@ def _stretch(img: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def quicklook_png(path: Path, panels: dict[str, np.ndarray], truth: np.ndarray | None, pred: np.ndarray,
-                  band_names: list[str], title: str) -> Path:
+                  band_names: list[str], title: str, outline: tuple[int, int, int, int] | None = None) -> Path:
     """F1, C1, C2, prediction, truth (RGB, one common 2-98 % stretch per channel taken from the
-    truth, or F1 without one) and the absolute error (mean over bands)."""
+    truth, or F1 without one) and the absolute error (mean over bands). ``outline``
+    ``(row0, row1, col0, col1)`` is drawn as a rectangle on every panel (a spatial split's test region)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,6 +120,12 @@ def quicklook_png(path: Path, panels: dict[str, np.ndarray], truth: np.ndarray |
     for ax in axes[0]:
         ax.set_xticks([])
         ax.set_yticks([])
+        if outline is not None:
+            from matplotlib.patches import Rectangle
+
+            r0, r1, c0, c1 = outline
+            ax.add_patch(Rectangle(((c0 - 0.5) / step, (r0 - 0.5) / step), (c1 - c0) / step, (r1 - r0) / step,
+                                   fill=False, edgecolor="cyan", linewidth=1.5, gid="split-region"))
     fig.suptitle(f"{title} - {label}, 2-98 % stretch")
     fig.tight_layout()
     return _save_fig(fig, path)

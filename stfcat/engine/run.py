@@ -75,12 +75,12 @@ def open_series(dataset: str | Path, *, catalog: Path | None = None, data_dir: P
     return open_data(get_task("fusion"), dataset, catalog=catalog, data_dir=data_dir)
 
 
-def task_cases(task, data, split: str, info) -> list:
+def task_cases(task, data, split: str, info, plan=None) -> list:
     """``task.cases`` with its errors as :class:`EngineError`."""
     from stfcat.tasks import TaskError
 
     try:
-        return task.cases(data, split, info)
+        return task.cases(data, split, info, plan)
     except TaskError as exc:
         raise EngineError(str(exc)) from None
 
@@ -118,12 +118,15 @@ def run_experiment(
     images: bool = True,
     config=None,
     hooks=(),
+    split: str | None = None,
 ) -> RunResult:
     """The protocol for one model on one dataset (see the conventions page). Returns the
     ``metrics.json`` content; raises :class:`EngineError` for bad requests and
     :class:`~stfcat.engine.train.TrainingInterrupted` when stopped (checkpoint written).
     ``config`` (a :class:`~stfcat.engine.config.RunConfig`) replaces the keyword arguments that
-    describe the run; ``hooks`` are extra :class:`~stfcat.engine.train.Hook` objects."""
+    describe the run; ``hooks`` are extra :class:`~stfcat.engine.train.Hook` objects.
+    ``split``: the task's split kind (fusion: "temporal" or "spatial", the dataset's declared
+    spatial split); default: the task's choice (fusion: temporal where the dates allow it)."""
     # run config (engine/config.py): one resolved description of the run, written as config.yaml
     from .config import build_config
 
@@ -131,8 +134,12 @@ def run_experiment(
         config = build_config(model_id, dataset=str(dataset), full_recipe=full_recipe, epochs=epochs, patch=patch,
                               batch=batch, steps_per_epoch=steps_per_epoch, lr=lr, seed=seed, device=device,
                               tile=tile, overrides=overrides)
+    if split is not None:
+        config = config.model_copy(deep=True)
+        config.data.split_kind = split
     model_id, dataset, device, seed, tile = (config.model.id, config.data.dataset, config.device, config.seed,
                                              config.tile)
+    split = config.data.split_kind
     info = resolve_model(model_id)
     from .device import resolve_device
     from .distributed import init_from_env, shutdown
@@ -148,13 +155,13 @@ def run_experiment(
         return _run(info, dataset, dist=dist, dev=dev, epochs=epochs, patch=patch, batch=batch, lr=lr, seed=seed,
                     out=out, resume=resume, full_recipe=full_recipe, catalog=catalog, data_dir=data_dir, tile=tile,
                     steps_per_epoch=steps_per_epoch, overrides=config.model.args, progress=progress, images=images,
-                    config=config, hooks=hooks)
+                    config=config, hooks=hooks, split=split)
     finally:
         shutdown(dist)
 
 
 def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resume, full_recipe, catalog,
-         data_dir, tile, steps_per_epoch, overrides, progress, images, config, hooks) -> RunResult:
+         data_dir, tile, steps_per_epoch, overrides, progress, images, config, hooks, split=None) -> RunResult:
     import stfcat
     from stfcat.models import count_parameters, create_model
 
@@ -166,7 +173,6 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     task = resolve_task(info)
     data = open_data(task, dataset, catalog=catalog, data_dir=data_dir)
     model_id = info.id
-    test_cases = task_cases(task, data, "test", info)
     if out is None:
         out = (_latest_run(model_id, data.name) if resume else None) or _default_out(model_id, data.name)
     out = Path(out)
@@ -177,6 +183,9 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     seed_everything(seed)
     model = create_model(model_id, **task.model_kwargs(data), **overrides)
     task.prepare_model(model, data)
+    plan = split_plan(task, data, info, model, split)  # e.g. fusion: temporal, or spatial with a guard band
+    test_cases = task_cases(task, data, "test", info, plan)
+    val_cases = task_cases(task, data, "val", info, plan)
     extra = dict(task.record_fields(data))
     record = {**model_record(model_id, model, band_names=extra.pop("band_names", None),
                              scale_factor=extra.pop("scale_factor", None), overrides=overrides), **extra}
@@ -190,11 +199,11 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         write_config(out / CONFIG_NAME, config)
     lr, full_recipe = config.lr, config.budget is not None and config.budget.which == "paper"
     if info.trainable:
+        train_cases = task_cases(task, data, "train", info, plan)
         recipe, budget = recipe_and_budget(config, info.recipe)
-        budget = task.fit_budget(budget, data)
+        budget = task.fit_budget(budget, data, train_cases)
         if budget.batch % dist.world_size:
             raise EngineError(f"--batch {budget.batch} must be divisible by the {dist.world_size} ranks")
-        train_cases = task_cases(task, data, "train", info)
         sampler = task.training_sampler(data, train_cases, budget, seed=seed)
         train_res = train_model(model, sampler, recipe=recipe, budget=budget, seed=seed, device=dev, lr=lr,
                                 checkpoint=ckpt_path, resume=resume, record=record, dist=dist, progress=progress,
@@ -211,13 +220,14 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     methods = {model_id: model, **baseline_models(task, data, exclude=model_id)}
     ev = evaluate(task, data, methods, test_cases, device=dev, tile=tile, progress=progress,
                   figures_of=model_id if images else None, out=out)
+    val = evaluate(task, data, methods, val_cases, device=dev, tile=tile) if val_cases else None
     result = {
         "model": model_id,
         "task": task.name,
         "dataset": data.name,
         "dataset_arg": str(dataset),
         "split": "test",
-        **task.describe(data, info),
+        **task.describe(data, info, plan=plan, cases=test_cases),
         "params": count_parameters(model),
         "trainable": info.trainable,
         "budget": None if budget is None else {"epochs": budget.epochs, "patch": budget.patch,
@@ -234,17 +244,40 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         "history": train_res.history,
         "cases": ev.cases,
         "mean": ev.mean,
+        "val": None if val is None else {"cases": val.cases, "mean": val.mean},  # reported apart from test
         "stfcat_version": stfcat.__version__,
         "git_commit": git_commit(),
         "config": config.model_dump(mode="json"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    # provenance: data fingerprint, library versions, device, threads, the run config
+    result["provenance"] = run_provenance(task, data, dev, config)
+    result["data_fingerprint"] = result["provenance"]["data"]["fingerprint"]
     from .outputs import loss_curve_png, write_json
 
     write_json(out / "metrics.json", result)
     if images:
         loss_curve_png(out / "loss.png", train_res.history, f"{model_id} on {data.name}")
     return RunResult(out, result, 0)
+
+
+def run_provenance(task, data, device, config) -> dict[str, Any]:
+    """:func:`stfcat.data.fingerprint.provenance`: the data's fingerprint (the task's), the
+    library versions, device and threads, and the run's resolved config."""
+    from stfcat.data.fingerprint import provenance
+
+    return provenance(data, device=device, config=config.model_dump(mode="json"),
+                      fingerprint=task.fingerprint(data))
+
+
+def split_plan(task, data, info, model, requested: str | None):
+    """``task.split_plan`` with its errors as :class:`EngineError`."""
+    from stfcat.tasks import TaskError
+
+    try:
+        return task.split_plan(data, info, model, requested)
+    except TaskError as exc:
+        raise EngineError(str(exc)) from None
 
 
 def baseline_models(task, data, *, exclude: str | None = None) -> dict[str, Any]:

@@ -71,11 +71,26 @@ class Task(abc.ABC):
         """Open the data for a ``--dataset`` argument (``"demo"`` is the task's own demo).
         Raises :class:`TaskError` with a one-line message for bad input."""
 
+    def split_plan(self, data: Any, info: Any, model: Any, requested: str | None) -> Any:
+        """How a run of ``model`` splits ``data`` (passed back to :meth:`cases`, :meth:`describe`).
+        ``requested`` is the ``--split`` kind. Default: the data's own split only (``None``); a
+        requested kind is refused. Fusion: "temporal" or "spatial" (a test region with a guard
+        band as wide as the model's receptive field)."""
+        if requested is not None:
+            raise TaskError(f"--split {requested}: task {self.name!r} has no split kinds")
+        return None
+
     @abc.abstractmethod
-    def cases(self, data: Any, split: str, info: Any) -> list:
+    def cases(self, data: Any, split: str, info: Any, plan: Any = None) -> list:
         """Cases of ``split`` ("train", "val" where the data have one, "test") for model ``info``
-        (a :class:`~stfcat.models.ModelInfo`); test cases all have a target. Raises
-        :class:`TaskError` naming what is missing when there is none."""
+        (a :class:`~stfcat.models.ModelInfo`) under ``plan`` (:meth:`split_plan`); test cases all
+        have a target; "val" may be empty. Raises :class:`TaskError` naming what is missing when
+        there is no train or test case."""
+
+    def fingerprint(self, data: Any) -> str | None:
+        """Hash of the data as read (``metrics.json`` records it; ``bench`` refuses to mix rows of
+        different fingerprints). Default: none."""
+        return None
 
     @abc.abstractmethod
     def batch_keys(self, info: Any) -> tuple[str, ...]:
@@ -98,8 +113,9 @@ class Task(abc.ABC):
         return {}
 
     # -- training -----------------------------------------------------------------------------
-    def fit_budget(self, budget: Any, data: Any) -> Any:
-        """The training budget adapted to the data (fusion: the patch fits the scene)."""
+    def fit_budget(self, budget: Any, data: Any, cases: Sequence = ()) -> Any:
+        """The training budget adapted to the data and its training ``cases`` (fusion: the patch
+        fits the training region)."""
         return budget
 
     @abc.abstractmethod
@@ -130,8 +146,9 @@ class Task(abc.ABC):
     def case_record(self, case: Any, valid: Any) -> dict[str, Any]:
         """What ``metrics.json`` says about a case besides its scores (at least ``id``)."""
 
-    def describe(self, data: Any, info: Any) -> dict[str, Any]:
-        """Task-specific fields of ``metrics.json`` (fusion: ``n_refs``, ``bands``, ratio)."""
+    def describe(self, data: Any, info: Any, *, plan: Any = None, cases: Sequence = ()) -> dict[str, Any]:
+        """Task-specific fields of ``metrics.json`` (fusion: ``n_refs``, ``bands``, ratio, the
+        split kind and region), given the run's ``plan`` and test ``cases``."""
         return {}
 
     @abc.abstractmethod

@@ -17,11 +17,22 @@ one or two fine/coarse reference pairs. The worked example of the task contract.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .base import Task, TaskError, register_task
+
+
+@dataclass(frozen=True)
+class FusionSplit:
+    """A fusion run's split: ``kind`` "temporal" or "spatial"; the model's ``receptive_field``
+    (the guard band's width); the spatial ``regions`` (None when temporal, or when the scene is too
+    small for the guard band of a method that does not train and only needs the test region)."""
+
+    kind: str
+    receptive_field: int
+    regions: Any = None
 
 
 @register_task
@@ -68,13 +79,43 @@ class FusionTask(Task):
                                 "run `stfcat validate`") from None
             raise
 
-    def cases(self, data, split: str, info) -> list:
-        if split not in data.split:  # e.g. "val" on a series without a validation split
+    def split_plan(self, data, info, model, requested: str | None) -> FusionSplit:
+        from stfcat.data.errors import DataError
+        from stfcat.data.splits import default_split, receptive_field, spatial_regions
+
+        if requested not in (None, "temporal", "spatial"):
+            raise TaskError(f"--split must be 'temporal' or 'spatial', got {requested!r}")
+        kind = requested or default_split(data, info.n_refs, trainable=info.trainable)
+        if kind == "spatial" and data.spatial is None:
+            raise TaskError(f"--split spatial: dataset {data.name!r} declares no spatial split (split.spatial)")
+        rf = receptive_field(model)
+        regions = None
+        if kind == "spatial":
+            try:
+                regions = spatial_regions(data.spatial, data.shape, rf, data.name)
+            except DataError as exc:  # the scene is too small for this model's guard band
+                if info.trainable:
+                    raise TaskError(f"model {info.id!r}, spatial split: {exc}") from None
+            # the test region is fixed by the declaration: a method without training is still scored
+        return FusionSplit(kind, rf, regions)
+
+    def cases(self, data, split: str, info, plan: FusionSplit | None = None) -> list:
+        from stfcat.data.errors import DataError
+
+        kind = plan.kind if plan is not None else "temporal"
+        if split not in data.split and kind == "temporal":  # e.g. "val" on a series without one
             if split in ("train", "test"):
                 raise TaskError(f"dataset {data.name!r} has no {split!r} split")
             return []
-        cases = data.cases(n_refs=info.n_refs, split=split)
-        if split == "test":
+        if split == "val" and kind == "spatial" and plan.regions is None:
+            return []
+        # the guard band (receptive field) shrinks the training rectangle; val/test regions are fixed
+        rf = plan.receptive_field if plan is not None and split != "test" else None
+        try:
+            cases = data.cases(n_refs=info.n_refs, split=split, kind=kind, receptive_field=rf)
+        except DataError as exc:  # e.g. a scene too small for a spatial split's guard band
+            raise TaskError(f"model {info.id!r}, {kind} split: {exc}") from None
+        if split in ("test", "val"):
             cases = [c for c in cases if c.has_target]
         if not cases and split != "val":
             need = ("two reference pairs (one before and one after each target date)" if info.n_refs == 2
@@ -83,7 +124,8 @@ class FusionTask(Task):
                 f"model {info.id!r} needs {need}, but dataset {data.name!r} has no {split} case with that "
                 f"({len(data.dates)} dates: {', '.join(data.dates)}; {split} dates: "
                 f"{', '.join(data.split.get(split, [])) or 'none'}). Choose a dataset with more dates or a "
-                "1-reference model."
+                "1-reference model" + (", or --split spatial." if split == "train" and kind == "temporal"
+                                       and data.spatial is not None else ".")
             )
         return cases
 
@@ -100,8 +142,14 @@ class FusionTask(Task):
         return {"band_names": data.bands, "scale_factor": data.scale_factor}
 
     # -- training -----------------------------------------------------------------------------
-    def fit_budget(self, budget, data):
-        return replace(budget, patch=min(budget.patch, *data.shape))
+    def fit_budget(self, budget, data, cases: Sequence = ()):
+        shape = cases[0].series.shape if cases else data.shape  # a spatial split trains on a cropped view
+        return replace(budget, patch=min(budget.patch, *shape))
+
+    def fingerprint(self, data) -> str | None:
+        from stfcat.data.fingerprint import dataset_fingerprint
+
+        return dataset_fingerprint(data)
 
     def training_sampler(self, data, cases: Sequence, budget, *, seed: int):
         from stfcat.data.sampler import PatchSampler
@@ -130,8 +178,16 @@ class FusionTask(Task):
         return {"id": case.id, "target_date": case.target_date, "ref_dates": list(case.ref_dates),
                 "valid_fraction": float(valid.mean())}
 
-    def describe(self, data, info) -> dict[str, Any]:
-        return {"n_refs": info.n_refs, "bands": data.bands, "resolution_ratio": self.resolution_ratio(data)}
+    def describe(self, data, info, *, plan: FusionSplit | None = None, cases: Sequence = ()) -> dict[str, Any]:
+        from stfcat.data.splits import SPATIAL_LABEL
+
+        kind = plan.kind if plan is not None else "temporal"
+        spatial = None
+        if kind == "spatial":
+            spatial = (plan.regions.as_dict() if plan.regions is not None
+                       else {"kind": "spatial", "test": list(cases[0].region) if cases else None})
+        return {"split": SPATIAL_LABEL if kind == "spatial" else "test", "split_kind": kind, "spatial_split": spatial,
+                "n_refs": info.n_refs, "bands": data.bands, "resolution_ratio": self.resolution_ratio(data)}
 
     def write_case_outputs(self, out: Path, data, case, model_id: str, preds, target, valid) -> None:
         import numpy as np
@@ -145,11 +201,20 @@ class FusionTask(Task):
         if target is not None:
             truth = target.copy()
             truth[:, ~np.asarray(valid, dtype=bool)] = np.nan
+        from stfcat.data.splits import SPATIAL_LABEL
+
+        region = getattr(case, "region", None)
         quicklook_png(out / "quicklook" / f"{stem}.png", {"F1": inputs["f1"], "C1": inputs["c1"], "C2": inputs["c2"]},
-                      truth, preds[model_id], data.bands, f"{model_id} on {data.name}: {case.id}")
+                      truth, preds[model_id], data.bands,
+                      f"{model_id} on {data.name}: {case.id}" + (f" ({SPATIAL_LABEL})" if region else ""),
+                      outline=region)
 
     # -- leaderboard --------------------------------------------------------------------------
     def board_group(self, metrics: dict[str, Any]) -> str:
         refs = int(metrics.get("n_refs") or 1)
-        return (f"{metrics['dataset']}: {'one reference pair' if refs == 1 else 'two reference pairs'}, "
-                f"{len(metrics['cases'])} test case(s)")
+        title = (f"{metrics['dataset']}: {'one reference pair' if refs == 1 else 'two reference pairs'}, "
+                 f"{len(metrics['cases'])} test case(s)")
+        if metrics.get("split_kind") == "spatial":  # another region, and a weaker protocol: its own table
+            title += (", spatial split (scored on the test region only; the models have seen the target date's "
+                      "fine image outside it)")
+        return title

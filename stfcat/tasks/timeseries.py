@@ -230,7 +230,7 @@ class TimeseriesTask(Task):
                             "of kind \"stations\" and a values CSV; or 'demo')")
         return StationSeries.from_folder(folder)
 
-    def cases(self, data: StationSeries, split: str, info) -> list:
+    def cases(self, data: StationSeries, split: str, info, plan: Any = None) -> list:
         if split not in SPLITS:
             raise TaskError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if split not in data.split:
@@ -299,7 +299,14 @@ class TimeseriesTask(Task):
                 "last": case.series.times[case.end - 1], "forecasts": int(valid.shape[0]),
                 "valid_fraction": float(valid.mean())}
 
-    def describe(self, data: StationSeries, info) -> dict[str, Any]:
+    def fingerprint(self, data: StationSeries) -> str:
+        import hashlib
+
+        h = hashlib.sha256(json.dumps({"stations": list(data.stations), "times": list(data.times)}).encode())
+        h.update(np.ascontiguousarray(data.values, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
+    def describe(self, data: StationSeries, info, *, plan: Any = None, cases=()) -> dict[str, Any]:
         return {"stations": data.stations, "window": data.window, "horizon": data.horizon, "unit": data.unit,
                 "freq_hours": data.freq_hours}
 
