@@ -114,8 +114,7 @@ def test_golden_most_tiny_budget_on_the_demo(demo):
     model = create_model("most", **task.model_kwargs(demo))
     budget = task.fit_budget(replace(info.recipe.quick, epochs=1, steps_per_epoch=2, patch=32, batch=2), demo)
     sampler = task.training_sampler(demo, train_cases, budget, seed=0)
-    train_model(model, train_cases, recipe=info.recipe, budget=budget, seed=0, device="cpu", progress=False,
-                sampler=sampler)
+    train_model(model, sampler, recipe=info.recipe, budget=budget, seed=0, device="cpu", progress=False)
     got = _scores(task, demo, "most", model, Case(demo, "2021-08-08", ("2021-07-07",)))
     for k, v in GOLDEN_MOST.items():
         assert got[k] == pytest.approx(v, abs=1e-6), k

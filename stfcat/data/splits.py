@@ -180,8 +180,10 @@ def spatial_regions(spec: SpatialSplit, shape: tuple[int, int], receptive_field:
 
 
 def receptive_field(model: Any) -> int:
-    """The model's receptive radius in fine pixels (``receptive_field``, else its tiling ``halo``)."""
-    return int(getattr(model, "receptive_field", getattr(model, "halo", 0)) or 0)
+    """The model's receptive radius in fine pixels (``receptive_field``; for a model without a
+    finite one, e.g. image-level statistics, its tiling ``halo``, the context it is tiled with)."""
+    rf = getattr(model, "receptive_field", None)
+    return int(rf if rf is not None else getattr(model, "halo", 0) or 0)
 
 
 def _all_pair_cases(series: PairSeries, n_refs: int) -> list[tuple[str, tuple[str, ...]]]:
