@@ -118,14 +118,13 @@ def fuse_files(
     from stfcat.data.tiling import TileBlender, iter_tiles
 
     from .device import resolve_device, use_all_cores
+    from .outputs import check_output_file
     from .predict import crop_halo, tile_align, tile_layout
     from .run import resolve_model
 
     resolve_model(model_id)  # an unknown id is the first thing to report
     tags = provenance_tags(model_id, catalog)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise EngineError(f"{out} exists; add --overwrite to replace it")
+    out = check_output_file(out, overwrite=overwrite, flag="-o/--output")  # not a folder, not under a file
     try:
         fine = readers.raster_info(Path(fine_ref))
     except DataError as exc:
@@ -166,7 +165,7 @@ def fuse_files(
 
     tile, overlap = tile_layout(fine.shape, model, tile)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".stfcat-fuse-", dir=out.parent) as tmpdir:
+    with tempfile.TemporaryDirectory(prefix=f".stfcat-fuse-{os.getpid()}-", dir=out.parent) as tmpdir:
         acc = np.memmap(Path(tmpdir) / "acc.f32", dtype=np.float32, mode="w+", shape=(bands, *fine.shape))
         halo = int(getattr(model, "halo", 0))
         blender = TileBlender(fine.shape, bands, overlap - 2 * halo, out=acc)

@@ -58,7 +58,9 @@ def open_series(dataset: str | Path, *, catalog: Path | None = None, data_dir: P
             from stfcat.catalog import load_catalog
 
             cat = load_catalog(Path(catalog))
-        return load_series(dataset, catalog=cat, data_dir=data_dir)
+        from stfcat.data.checks import check_series
+
+        return check_series(load_series(dataset, catalog=cat, data_dir=data_dir))  # bad files named up front
     except KeyError as exc:
         msg = exc.args[0] if exc.args else str(exc)
         raise EngineError(f"--dataset: {msg} (or give the path of a series folder with manifest.json)") from None
@@ -119,11 +121,15 @@ def run_experiment(
     progress: bool = True,
     images: bool = True,
     stop_after_epochs: int | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """The protocol for one model on one dataset (see the conventions page). Returns the
     ``metrics.json`` content; raises :class:`EngineError` for bad requests and
     :class:`~stfcat.engine.train.TrainingInterrupted` when stopped (checkpoint written)."""
     info = resolve_model(model_id)
+    from .outputs import refuse_finished_run
+
+    refuse_finished_run(out, overwrite=overwrite, resume=resume)  # never replace a finished run silently
     from .device import resolve_device
     from .distributed import init_from_env, shutdown
 

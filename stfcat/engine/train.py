@@ -25,7 +25,7 @@ import numpy as np
 
 from stfcat.models.base import Budget, FusionModel, Recipe, Stage
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .distributed import DistInfo, SyncedOptimizer, broadcast_parameters, local_slice
 from .optim import make_optimizer, make_scheduler, with_lr
 
@@ -161,8 +161,8 @@ def train_model(
     partial = {"sum": {}, "n": 0}
     ck: dict[str, Any] | None = None
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        ck = load_checkpoint(Path(checkpoint))
-        model.load_state_dict(ck["model_state"])
+        ck = load_checkpoint(Path(checkpoint), flag="--resume")
+        load_model_state(model, ck, checkpoint, (record or {}).get("model_id"))
         tr = ck.get("train") or {}
         if tr.get("plan") not in (None, plan):
             from .errors import EngineError
