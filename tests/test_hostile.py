@@ -240,3 +240,211 @@ def test_another_models_checkpoint_names_its_owner(series, finished_run, tmp_pat
     torch.save(ck, bad)
     res = _cli("fuse", "--model", "tiny-test", *inputs, "--weights", bad, "-o", tmp_path / "s.tif")
     _one_line_error(res, "do not fit", "'tiny-test'", code=2)
+
+
+# --- 2, 3, 4. manual imports: atomic, layout-agnostic, and leftovers of killed runs cleaned ---------
+
+DEAD_PID = 999_999_999  # above any pid_max: "a process that is not running"
+OLD = time.time() - 3600
+
+
+def _age(path: Path, when: float = OLD) -> Path:
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.utime(p, (when, when), follow_symlinks=False)
+    return path
+
+
+def _cia(tmp_path):
+    from test_data_import import _cia_tree, _manual_catalog, _zip_folder
+
+    src = tmp_path / "download"
+    truth = _cia_tree(src)
+    cat = _manual_catalog(tmp_path)
+    return src, truth, cat, _zip_folder(src, tmp_path / "cia.zip")
+
+
+def _state(ds_root: Path) -> tuple[bytes, dict[str, bytes]]:
+    return (ds_root / "manifest.json").read_bytes(), _snapshot(ds_root / "files" / "archive")
+
+
+@pytest.mark.parametrize("where", ["_copy_tree", "safe_extract", "_extract_nested", "build_manifest", "replace"])
+def test_interrupted_manual_import_keeps_the_previous_one(tmp_path, monkeypatch, where):
+    from stfcat.data import fetch as fetch_mod
+    from stfcat.data import load_series
+
+    src, truth, cat, good = _cia(tmp_path)
+    data = tmp_path / "data"
+    assert fetch_mod.fetch("cia", catalog=cat, data_dir=data, from_path=good).ok
+    ds_root = data / "cia"
+    before = _state(ds_root)
+
+    real = {"_copy_tree": fetch_mod._copy_tree, "safe_extract": fetch_mod.safe_extract,
+            "_extract_nested": fetch_mod._extract_nested, "build_manifest": fetch_mod.build_manifest}
+
+    def killed(*a, **k):
+        if where != "build_manifest" or k.get("write") is False:
+            raise KeyboardInterrupt  # Ctrl-C (kill -9 is the leftover test below)
+        return real[where](*a, **k)
+
+    if where == "replace":
+        real_replace, calls = os.replace, []
+
+        def killed_replace(a, b):
+            if Path(b).name == "archive" and not calls:  # Ctrl-C once, as the new import moves in
+                calls.append(b)
+                raise KeyboardInterrupt
+            return real_replace(a, b)
+
+        monkeypatch.setattr(fetch_mod.os, "replace", killed_replace)
+    else:
+        monkeypatch.setattr(fetch_mod, where, killed)
+    from_path = src if where == "_copy_tree" else good
+    with pytest.raises(KeyboardInterrupt):
+        fetch_mod.fetch("cia", catalog=cat, data_dir=data, from_path=from_path)
+    monkeypatch.undo()
+    assert _state(ds_root) == before
+    # the next import succeeds and describes the new import
+    assert fetch_mod.fetch("cia", catalog=cat, data_dir=data, from_path=src).ok
+    s = load_series("cia", data_dir=data, catalog=cat)
+    assert s.manifest.source["kind"] == "folder" and s.dates == sorted(truth)
+    assert sorted(p.name for p in (ds_root / "files").iterdir()) == ["archive"]
+
+
+def test_killed_import_leftovers_do_not_break_the_next_one(tmp_path):
+    """kill -9 leaves a staging folder, a partial copy and the old archive aside (hundreds of MB in
+    the issue): the next import removes the stale ones, keeps a live process's, and succeeds."""
+    from stfcat.data import load_series
+    from stfcat.data.fetch import fetch
+
+    src, truth, cat, good = _cia(tmp_path)
+    data = tmp_path / "data"
+    assert fetch("cia", catalog=cat, data_dir=data, from_path=good).ok
+    files = data / "cia" / "files"
+    stale = []
+    for name in (f".archive-incoming-{DEAD_PID}-ab12", f"..archive-incoming-{DEAD_PID}-ab12.partial-{DEAD_PID}-x",
+                 f".archive-old-{DEAD_PID}-zz", ".archive-incoming", "..archive-incoming.partial-q1w2e3"):
+        shutil.copytree(src, files / name)
+        stale.append(_age(files / name))
+    for name in ("tmpk2j3h4l5", f".L71.bil.{'a' * 8}.tmp"):  # pooch's and our partial files
+        (files / name).write_bytes(b"partial")
+        stale.append(_age(files / name))
+    live = files / f".archive-incoming-{os.getpid()}-live"  # a running import of this process: kept
+    live.mkdir()
+    _age(live)
+    fresh = files / "tmpfresh123"  # being written now by someone: kept
+    fresh.write_bytes(b"x")
+    assert fetch("cia", catalog=cat, data_dir=data, from_path=src).ok
+    for p in stale:
+        assert not p.exists(), p
+    assert live.exists() and fresh.exists()
+    assert load_series("cia", data_dir=data, catalog=cat).manifest.source["kind"] == "folder"
+
+
+def test_killed_between_the_renames_restores_the_old_archive(tmp_path):
+    from stfcat.data import DataError, load_series
+    from stfcat.data.fetch import fetch
+
+    src, truth, cat, good = _cia(tmp_path)
+    data = tmp_path / "data"
+    assert fetch("cia", catalog=cat, data_dir=data, from_path=good).ok
+    files = data / "cia" / "files"
+    before = _state(data / "cia")
+    os.replace(files / "archive", files / f".archive-old-{DEAD_PID}-k")  # the kill's state
+    bad = tmp_path / "empty"
+    bad.mkdir()
+    with pytest.raises(DataError):
+        fetch("cia", catalog=cat, data_dir=data, from_path=bad)  # refused, and the old import is back
+    assert _state(data / "cia") == before
+    d = sorted(truth)[-1]
+    np.testing.assert_allclose(load_series("cia", data_dir=data, catalog=cat).read_fine(d),
+                               truth[d][0] * np.float32(1e-4), rtol=1e-6)
+
+
+def _declared_manual(tmp_path, n_dates: int = 2):
+    from test_data_helpers import dataset_yaml, sha256
+
+    from stfcat.data.readers import write_geotiff
+
+    src = tmp_path / "download" / "top-folder"
+    dates = [f"2020-0{i + 1}-01" for i in range(n_dates)]
+    files = []
+    for i, d in enumerate(dates):
+        for role, size in (("fine", 8), ("coarse", 8)):
+            name = f"{role}_{d}.tif"
+            write_geotiff(src / name, np.full((2, size, size), 100 + i, np.int16))
+            b = (src / name).read_bytes()
+            files.append({"name": name, "url": f"https://example.org/{name}", "sha256": sha256(b), "size": len(b),
+                          "role": role, "date": d})
+    cat = tmp_path / "catalog"
+    dataset_yaml(cat, "decl", {"kind": "manual", "layout": "geotiff-pairs", "files": files,
+                               "instructions": "Ask the authors."}, dates=dates)
+    return src, cat, dates
+
+
+@pytest.mark.parametrize("form", ["folder", "top-folder", "zip"])
+def test_manual_dataset_with_declarative_layout_imports(tmp_path, form):
+    from test_data_import import _zip_folder
+
+    from stfcat.data import load_series
+    from stfcat.data.fetch import fetch
+
+    src, cat, dates = _declared_manual(tmp_path)
+    from_path = {"folder": src, "top-folder": src.parent, "zip": _zip_folder(src.parent, tmp_path / "d.zip")}[form]
+    assert fetch("decl", catalog=cat, data_dir=tmp_path / "data", from_path=from_path).ok
+    s = load_series("decl", data_dir=tmp_path / "data", catalog=cat)
+    assert s.dates == dates and all("files/archive/" in str(s.path(d, "fine")) for d in dates)
+    np.testing.assert_allclose(s.read_fine(dates[1]), 101e-4, rtol=1e-6)
+    # and a second import replaces it
+    assert fetch("decl", catalog=cat, data_dir=tmp_path / "data", from_path=from_path).ok
+
+
+def test_stale_leftovers_of_direct_fetch_fuse_and_run_are_cleaned(series, finished_run, tmp_path):
+    from test_data_helpers import dataset_yaml, sha256
+
+    from stfcat.data.fetch import fetch
+    from stfcat.data.readers import write_geotiff
+
+    # fetch (direct, offline --from): pooch's partial download, a .bak beside a good file
+    src = tmp_path / "src"
+    write_geotiff(src / "f.tif", np.full((2, 8, 8), 100, np.int16))
+    write_geotiff(src / "c.tif", np.full((2, 8, 8), 100, np.int16))
+    files = [{"name": n, "url": f"https://example.org/{n}", "sha256": sha256((src / n).read_bytes()),
+              "size": (src / n).stat().st_size, "role": r, "date": "2020-01-01"} for n, r in (("f.tif", "fine"),
+                                                                                             ("c.tif", "coarse"))]
+    cat = tmp_path / "catalog"
+    dataset_yaml(cat, "toy", {"kind": "direct", "files": files, "layout": "geotiff-pairs"}, dates=["2020-01-01"])
+    data = tmp_path / "data"
+    assert fetch("toy", catalog=cat, data_dir=data, from_path=src).ok
+    fd = data / "toy" / "files"
+    leftovers = [fd / "tmpa1b2c3d4", fd / ".f.tif.bak", fd / ".c.tif.abcdefgh.tmp", data / "toy" / f".from-{DEAD_PID}-x"]
+    for p in leftovers:
+        p.write_bytes(b"old") if not p.name.startswith(".from") else p.mkdir()
+        _age(p)
+    assert fetch("toy", catalog=cat, data_dir=data, from_path=src).ok
+    assert [p for p in leftovers if p.exists()] == []
+    # fuse: a killed fuse's work folder and partial output beside -o; a live one is kept
+    out_dir = tmp_path / "fused"
+    out_dir.mkdir()
+    dead = out_dir / f".stfcat-fuse-{DEAD_PID}-abc"
+    dead.mkdir()
+    (dead / "acc.f32").write_bytes(b"0" * 64)
+    live = out_dir / f".stfcat-fuse-{os.getpid()}-live"
+    live.mkdir()
+    partial, keep = out_dir / ".x.tif.abcdefgh.tmp.tif", out_dir / ".my-notes.tif"  # keep: a user's own file
+    partial.write_bytes(b"p")
+    keep.write_bytes(b"mine")
+    for p in (dead, live, partial, keep):
+        _age(p)
+    res = _cli("fuse", "--model", "delta", *_fuse_inputs(series, tmp_path), "-o", out_dir / "x.tif")
+    assert res.exit_code == 0, res.output
+    assert not dead.exists() and not partial.exists() and live.exists() and keep.read_bytes() == b"mine"
+    # run: a killed run's temporary metrics/checkpoint files in --out
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    tmps = [run_dir / ".metrics.json.abcdefgh.tmp", run_dir / ".checkpoint.pt.12345678.tmp"]
+    for p in tmps:
+        p.write_bytes(b"partial")
+        _age(p)
+    res = _cli("run", "tiny-test", "--dataset", series, "--out", run_dir, "--overwrite", *RUN)
+    assert res.exit_code == 0, res.output
+    assert not any(p.exists() for p in tmps)

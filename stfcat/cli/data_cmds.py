@@ -62,6 +62,9 @@ def fetch(
         raise fail(str(exc.args[0]) if exc.args else str(exc)) from None
     except DataError as exc:
         raise fail(f"error: {exc}") from None
+    except OSError as exc:  # anything the data layer did not foresee still gets one line naming the path
+        where = exc.filename or dir or "the data folder"
+        raise fail(f"error: {where}: {exc.strerror or exc}") from None
     typer.echo(result.message)
     if result.status == "manual":
         raise typer.Exit(MANUAL_EXIT)
