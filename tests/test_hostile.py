@@ -448,3 +448,178 @@ def test_stale_leftovers_of_direct_fetch_fuse_and_run_are_cleaned(series, finish
     res = _cli("run", "tiny-test", "--dataset", series, "--out", run_dir, "--overwrite", *RUN)
     assert res.exit_code == 0, res.output
     assert not any(p.exists() for p in tmps)
+
+
+# --- 10. a data folder that cannot be written -------------------------------------------------------
+
+def test_unwritable_data_folder_is_one_line(tmp_path):
+    from test_data_import import _cia_tree, _manual_catalog
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    src = tmp_path / "download"
+    _cia_tree(src)
+    cat = _manual_catalog(tmp_path)
+    for d in (a_file, a_file / "sub", a_file / "a" / "b"):
+        for args in (("demo",), ("cia", "--from", src, "--catalog", cat)):
+            res = _cli("fetch", *args, "--dir", d)
+            if d == a_file:  # typer's own check (file_okay=False): a usage error
+                _one_line_error(res, "--dir", code=2)
+            else:
+                _one_line_error(res, "--dir", str(d), code=1)
+    assert a_file.read_text() == "keep"
+    # the other commands' output folders under a file
+    for args in (("run", "delta", "--out", a_file / "run"), ("bench", "--models", "copy-f1", "--out", a_file / "b"),
+                 ("site", "build", "--no-html", "--out", a_file / "site")):
+        res = _cli(*args)
+        _one_line_error(res, str(a_file))
+
+
+@pytest.mark.skipif(ROOT_USER or os.name != "posix", reason="root ignores permissions (chmod does not block it)")
+def test_data_folder_without_permission(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        res = _cli("fetch", "demo", "--dir", locked / "data")
+        _one_line_error(res, "--dir", "permission", code=1)
+    finally:
+        locked.chmod(0o700)
+
+
+# --- 12. archives whose members clash -------------------------------------------------------------
+
+def _tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
+    """members: (name, kind, link target or content)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        for name, kind, extra in members:
+            info = tarfile.TarInfo(name)
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, extra
+                tf.addfile(info)
+            else:
+                data = extra.encode()
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+CLASHES = {
+    "file-then-folder": [("a", "file", "x"), ("a", "dir", "")],
+    "folder-then-file": [("a", "dir", ""), ("a", "file", "x")],
+    "member-under-a-file": [("a", "file", "x"), ("a/b.txt", "file", "y")],
+    "file-after-member": [("a/b.txt", "file", "y"), ("a", "file", "x")],
+    "member-under-a-folder-link": [("sub", "dir", ""), ("d", "symlink", "sub"), ("d/x.txt", "file", "z")],
+    "member-under-a-file-link": [("f.txt", "file", "x"), ("l", "symlink", "f.txt"), ("l/x.txt", "file", "z")],
+    "deep-under-a-file": [("a/b", "file", "x"), ("a/b/c/d.txt", "file", "y")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLASHES))
+def test_archive_name_clashes_are_refused(tmp_path, case):
+    from stfcat.data.errors import UnsafeArchiveError
+    from stfcat.data.extract import safe_extract
+
+    arc = _tar(tmp_path / f"{case}.tar", CLASHES[case])
+    with pytest.raises(UnsafeArchiveError, match="refused"):
+        safe_extract(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == [arc.name]
+    # and through the CLI, as a manual import
+    from test_data_import import _manual_catalog
+
+    cat = _manual_catalog(tmp_path / "c")
+    res = _cli("fetch", "cia", "--from", arc, "--dir", tmp_path / "data", "--catalog", cat)
+    _one_line_error(res, arc.name, "refused", code=1)
+
+
+def test_zip_file_and_folder_of_one_name(tmp_path):
+    import zipfile
+
+    from stfcat.data.errors import UnsafeArchiveError
+    from stfcat.data.extract import safe_extract
+
+    for i, names in enumerate((["a", "a/"], ["a/", "a"], ["a", "a/b"])):
+        arc = tmp_path / f"z{i}.zip"
+        with zipfile.ZipFile(arc, "w") as zf:
+            for n in names:
+                zf.writestr(n, "" if n.endswith("/") else "x")
+        with pytest.raises(UnsafeArchiveError, match="refused"):
+            safe_extract(arc, tmp_path / f"out{i}")
+        assert not (tmp_path / f"out{i}").exists()
+
+
+# --- 15. fetch options, timeouts, and an empty .bib -------------------------------------------------
+
+@pytest.fixture()
+def toy_server(tmp_path):
+    from test_data_helpers import Server, dataset_yaml, sha256, tif_bytes
+
+    srv = Server()
+    files = []
+    for role in ("fine", "coarse"):
+        data = tif_bytes(np.full((2, 16, 16), 500, np.int16), tmp_path)
+        name = f"{role}.tif"
+        srv.routes[f"/{name}"] = ("ok", data)
+        files.append({"name": name, "url": srv.url(f"/{name}"), "sha256": sha256(data), "size": len(data),
+                      "role": role, "date": "2020-01-01"})
+    cat = tmp_path / "catalog"
+    dataset_yaml(cat, "toy", {"kind": "direct", "files": files, "layout": "geotiff-pairs"}, dates=["2020-01-01"])
+    yield srv, cat, files
+    srv.close()
+
+
+def test_fetch_option_values_are_checked(tmp_path, toy_server):
+    srv, cat, _ = toy_server
+    bad = [("--retries", "-1", "--retries -1"), ("--retries", "-7", "--retries -7"),
+           ("--timeout", "0", "--timeout 0"), ("--timeout", "-3", "--timeout -3"),
+           ("--timeout", "nan", "--timeout nan"), ("--timeout", "inf", "--timeout inf")]
+    for flag, value, words in bad:
+        res = _cli("fetch", "toy", "--catalog", cat, "--dir", tmp_path / "d", flag, value)
+        _one_line_error(res, words, code=1)
+        assert "sha256" not in res.output and "FileNotFound" not in res.output
+    assert srv.hits == {}  # refused before any request
+    res = _cli("fetch", "toy", "--catalog", cat, "--dir", tmp_path / "d", "--retries", "0", "--timeout", "5")
+    assert res.exit_code == 0, res.output
+
+
+def test_read_timeout_after_the_headers_is_not_offline(tmp_path, toy_server):
+    from test_data_helpers import sha256, tif_bytes
+
+    from stfcat.data.errors import FetchError
+    from stfcat.data.fetch import fetch
+
+    srv, cat, files = toy_server
+    data = tmp_path / "d"
+    body = tif_bytes(np.random.default_rng(0).integers(0, 3000, (2, 128, 128)).astype(np.int16), tmp_path)
+    files[0].update(sha256=sha256(body), size=len(body))
+    from test_data_helpers import dataset_yaml
+
+    dataset_yaml(cat, "toy", {"kind": "direct", "files": files, "layout": "geotiff-pairs"}, dates=["2020-01-01"])
+    srv.routes["/fine.tif"] = ("stall", (body, 3))  # headers and half the body, then silence
+    with pytest.raises(FetchError) as err:
+        fetch("toy", catalog=cat, data_dir=data, retries=0, timeout=0.5, progress=False)
+    assert "read timeout" in str(err.value) and "fine.tif" in str(err.value)
+    assert "offline" not in str(err.value) and "cannot connect" not in str(err.value)
+    assert not (data / "toy" / "files" / "fine.tif").exists()
+    srv.routes["/fine.tif"] = ("hang", 3)  # no answer at all: a timeout too
+    with pytest.raises(FetchError, match="timeout"):
+        fetch("toy", catalog=cat, data_dir=data, retries=0, timeout=0.5, progress=False)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "% only a comment\n", "@comment{nothing here}\n",
+                                  "Just some prose, no entry.\n", "@preamble{\"x\"}\n"])
+def test_add_bibtex_without_entries_fails(tmp_path, text):
+    cat = tmp_path / "catalog"
+    (cat / "papers").mkdir(parents=True)
+    (cat / "datasets").mkdir()
+    bib = tmp_path / "refs.bib"
+    bib.write_text(text)
+    res = _cli("add", "--bibtex", bib, "--catalog", cat)
+    _one_line_error(res, "no BibTeX entry", str(bib))
+    assert list((cat / "papers").iterdir()) == []

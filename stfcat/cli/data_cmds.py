@@ -36,8 +36,8 @@ def fetch(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download / import again even if present.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server.")] = 60.0,
-    retries: Annotated[int, typer.Option("--retries", help="Retries per file, with back-off.")] = 3,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server (more than 0).")] = 60.0,
+    retries: Annotated[int, typer.Option("--retries", help="Retries per file, with back-off (0 or more).")] = 3,
     catalog: CatalogOpt = None,
 ) -> None:
     """Download (or import with --from) a dataset, check every sha256, and write its manifest.json.
