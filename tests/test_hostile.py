@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import time
 from pathlib import Path
@@ -623,3 +624,288 @@ def test_add_bibtex_without_entries_fails(tmp_path, text):
     res = _cli("add", "--bibtex", bib, "--catalog", cat)
     _one_line_error(res, "no BibTeX entry", str(bib))
     assert list((cat / "papers").iterdir()) == []
+
+
+# --- 7. every catalog string that reaches a page is escaped, with one link policy -----------------
+
+MARK = "1337"
+PAYLOADS = (
+    f"<script>alert({MARK})</script>",
+    f"[x](javascript:alert({MARK}))",
+    f"![i](javascript:alert({MARK}))",
+    f'" onmouseover="alert({MARK})',
+    f"' onfocus='alert({MARK})",
+    f"<img src=x onerror=alert({MARK})>",
+    f'{{ onclick="alert({MARK})" }}',
+    f"<javascript:alert({MARK})>",
+    f"[r]\n\n[r]: javascript:alert({MARK})",
+    f"<a href='data:text/html,{MARK}'>d</a>",
+    f"\\[y](vbscript:alert({MARK}))",
+)
+HOSTILE = " ".join(PAYLOADS)
+
+
+def _str_fields(model, base: dict, path: tuple = ()):
+    """(path, is_list) of every field of ``model`` (recursively) whose type holds text."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def leaves(t):
+        args = typing.get_args(t)
+        if typing.get_origin(t) is typing.Annotated:
+            return leaves(args[0])
+        if args and typing.get_origin(t) is not typing.Literal:
+            return [x for a in args for x in leaves(a)]
+        return [t]
+
+    for name, f in model.model_fields.items():
+        types = leaves(f.annotation)
+        sub = next((t for t in types if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        is_list = typing.get_origin(f.annotation) is list or any(
+            typing.get_origin(a) is list for a in typing.get_args(f.annotation))
+        if sub is not None:
+            value = base.get(name)
+            if isinstance(value, list) and value:
+                yield from _str_fields(sub, value[0], (*path, name, 0))
+            elif isinstance(value, dict):
+                yield from _str_fields(sub, value, (*path, name))
+        elif str in types:
+            yield (*path, name), is_list
+
+
+def _set(doc: dict, path: tuple, value):
+    import copy
+
+    doc = copy.deepcopy(doc)
+    node = doc
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return doc
+
+
+def _plant(model, base: dict) -> tuple[dict, list[str], list[str]]:
+    """``base`` with hostile text in every text field the schema accepts it in; the names of the
+    fields that took it and of those the schema refuses (ids, DOIs, URLs, dates: validated)."""
+    from pydantic import ValidationError
+
+    doc, taken, refused = base, [], []
+    for path, is_list in _str_fields(model, base):
+        name = ".".join(map(str, path))
+        for text in (HOSTILE, *PAYLOADS):
+            trial = _set(doc, path, [text, "plain"] if is_list else text)
+            try:
+                model.model_validate(trial)
+            except ValidationError:
+                continue
+            doc = trial
+            taken.append(name)
+            break
+        else:
+            refused.append(name)
+    return doc, taken, refused
+
+
+class _Audit:
+    """html.parser walk of one document: script tags carrying the marker, event-handler attributes,
+    links/sources whose scheme is not http(s)/mailto (relative and #anchors are fine)."""
+
+    def __init__(self) -> None:
+        from html.parser import HTMLParser
+
+        self.bad: list[str] = []
+        audit = self
+
+        class P(HTMLParser):
+            in_script = False
+
+            def handle_starttag(self, tag, attrs):
+                if tag == "script":
+                    P.in_script = True
+                for name, value in attrs:
+                    if name.lower().startswith("on"):
+                        audit.bad.append(f"<{tag} {name}=...>")
+                    if name.lower() in ("href", "src", "action", "formaction", "xlink:href", "poster") and value:
+                        v = "".join(value.split()).lower()
+                        if re.match(r"^[a-z][a-z0-9+.-]*:", v) and not v.startswith(("http:", "https:", "mailto:")):
+                            audit.bad.append(f"<{tag} {name}={value!r}>")
+
+            def handle_endtag(self, tag):
+                if tag == "script":
+                    P.in_script = False
+
+            def handle_data(self, data):
+                if P.in_script and MARK in data:
+                    audit.bad.append(f"<script>{data[:60]}")
+
+        self.parser = P(convert_charrefs=True)
+
+    def feed(self, text: str) -> list[str]:
+        self.parser.feed(text)
+        self.parser.close()
+        return self.bad
+
+
+def test_hostile_text_in_every_catalog_field_stays_text(tmp_path):
+    import yaml
+
+    from stfcat.schemas import Dataset, Paper
+
+    paper = {
+        "id": "evil", "short_name": "EVIL", "title": "A title", "authors": ["A. Author"], "venue": "Venue",
+        "venue_abbr": "V", "year": 2020, "month": 5, "volume": "1", "issue": "2", "pages": "1-2",
+        "doi": "10.1000/evil", "url": "https://example.org/p", "code_url": "https://github.com/x/y",
+        "category": "cnn", "task": "reflectance", "sensors": ["MODIS"], "datasets": ["evilds"],
+        "summary": "A summary long enough to pass the schema check of forty characters.", "tags": ["t"],
+        "implementation": {"model": None, "reason": "no code", "notes": ["n"]}, "bibtex_key": "evil2020",
+    }
+    dataset = {
+        "id": "evilds", "name": "Evil data", "abbreviation": "EVD", "group": "earth-observation",
+        "fine": {"name": "L8", "resolution": {"value": 30, "unit": "m"}, "bands": ["red", "nir"], "revisit": "16 d"},
+        "coarse": {"name": "MODIS", "resolution": {"value": 500, "unit": "m"}, "bands": ["red", "nir"],
+                   "revisit": "1 d"},
+        "region": "R", "image_size": "8x8", "dates": ["2020-01-01", "2020-02-01"], "dtype": "int16",
+        "format": "GeoTIFF", "landing_page": "https://example.org/d", "licence": "CC0", "citation": ["evil"],
+        "bibtex": "@misc{d, title={D}}", "summary": "s",
+        "access": {"kind": "direct", "layout": "geotiff-pairs", "instructions": "i", "files": [
+            {"name": "f.tif", "url": "https://example.org/f.tif", "sha256": "0" * 64, "size": 1, "role": "fine",
+             "date": "2020-01-01"}]},
+        "split": {"train": ["2020-01-01"], "test": ["2020-02-01"], "note": "n"},
+    }
+    paper, p_taken, p_refused = _plant(Paper, paper)
+    dataset, d_taken, d_refused = _plant(Dataset, dataset)
+    # the catalog checks that bibtex parses: hostile text inside a real entry
+    dataset["bibtex"] = "@misc{d,\n  title = {" + " ".join(p for p in PAYLOADS if "{" not in p) + "},\n}"
+    # the schema lets free text into most fields; the rest (ids, DOIs, URLs, dates) refuse it
+    assert {"title", "summary", "venue_abbr", "authors", "tags", "implementation.notes"} <= set(p_taken)
+    assert {"name", "dtype", "region", "licence", "fine.bands", "access.files.0.name", "split.note"} <= set(d_taken)
+    assert {"doi", "url", "id"} <= set(p_refused) and {"landing_page", "id"} <= set(d_refused)
+    cat = tmp_path / "catalog"
+    for sub, doc in (("papers", paper), ("datasets", dataset)):
+        (cat / sub).mkdir(parents=True)
+        (cat / sub / f"{doc['id']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    out = tmp_path / "site"
+    res = _cli("site", "build", "--out", out, "--catalog", cat, "--results", tmp_path / "none.json")
+    assert res.exit_code == 0, res.output
+    pages = [p for p in (out / "html").rglob("*.html")] + [p for p in (out / "docs").rglob("*.md")]
+    assert len(pages) > 20
+    problems = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        if page.suffix == ".md":  # fenced blocks are shown verbatim as code (the highlighter escapes them)
+            text = re.sub(r"(?ms)^(`{3,})[^\n]*\n.*?^\1\s*$", "", text)
+            # front matter is YAML the theme shows as text (the `plain` filter drops HTML characters)
+            text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
+        problems += [f"{page.name}: {b}" for b in _Audit().feed(text)]
+        if page.suffix == ".md":  # a Markdown link or image that Markdown would turn into one
+            problems += [f"{page.name}: md link" for _ in re.finditer(
+                r"(?<!\\)\]\(\s*(javascript|vbscript|data):", text, re.IGNORECASE)]
+            problems += [f"{page.name}: md ref" for _ in re.finditer(r"(?m)^\s*\[[^\]]*\]:\s*javascript:", text)]
+    for index in (out / "html").rglob("*.json"):  # the theme's search index is inserted as HTML
+        if index.name == "catalog.json":
+            continue
+        data = json.loads(index.read_text(encoding="utf-8"))
+        for doc in data.get("docs", []) if isinstance(data, dict) else []:
+            problems += [f"{index.name}: {b}" for b in _Audit().feed(doc.get("text", "") + doc.get("title", ""))]
+    assert problems == [], problems[:10]
+    # the text is shown, not dropped
+    for page in (out / "html" / "papers" / "evil.html", out / "html" / "datasets" / "evilds.html"):
+        assert f"alert({MARK})" in page.read_text(encoding="utf-8")
+    TALLY["site"] = len(p_taken) + len(d_taken), len(p_refused) + len(d_refused)
+
+
+TALLY: dict[str, tuple[int, int]] = {}
+
+
+# --- 6. YAML alias bombs in the catalog are bounded and located -----------------------------------
+
+def _bomb(kind: str, levels: int = 9) -> tuple[str, int]:
+    """A document whose aliases expand 9**levels times; returns it and the first line that an
+    expansion bound may name (any anchor line from the second level on)."""
+    lines = ["id: bomb"]
+    if kind == "sequence":
+        lines.append('a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]')
+        lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    elif kind == "mapping":
+        lines.append("a0: &a0 {" + ", ".join(f"k{j}: lol" for j in range(9)) + "}")
+        lines += [f"a{i}: &a{i} {{" + ", ".join(f"k{j}: *a{i - 1}" for j in range(9)) + "}" for i in range(1, levels)]
+    elif kind == "nested-in-field":  # the bomb inside a real field of the schema
+        lines.append("tags: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]")
+        lines += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+        lines.append(f"summary: *a{levels - 1}")
+    return "\n".join(lines) + "\n", 2
+
+
+@pytest.mark.parametrize("kind", ["sequence", "mapping", "nested-in-field"])
+@pytest.mark.parametrize("where", ["papers", "datasets"])
+def test_yaml_alias_bomb_is_refused_with_file_and_line(tmp_path, kind, where):
+    cat = tmp_path / "catalog"
+    (cat / "papers").mkdir(parents=True)
+    (cat / "datasets").mkdir()
+    text, first = _bomb(kind)
+    f = cat / where / "bomb.yaml"
+    f.write_text(text)
+    res = _cli("validate", "--catalog", cat)
+    _one_line_error(res, "alias", code=1)
+    m = re.search(re.escape(str(f)) + r":(\d+): ", res.output)
+    assert m and first <= int(m.group(1)) <= len(text.splitlines()), res.output
+
+
+def test_oversized_catalog_file_is_refused(tmp_path):
+    cat = tmp_path / "catalog"
+    (cat / "papers").mkdir(parents=True)
+    (cat / "datasets").mkdir()
+    f = cat / "papers" / "huge.yaml"
+    f.write_text("id: huge\nsummary: " + "x" * (2 * 1024 * 1024) + "\n")
+    res = _cli("validate", "--catalog", cat)
+    _one_line_error(res, str(f), "limit", code=1)
+
+
+def test_small_aliases_still_work(tmp_path):
+    from stfcat.catalog import load_yaml_bounded
+
+    assert load_yaml_bounded("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}
+
+
+# --- 11. a series whose files are wrong is named up front ------------------------------------------
+
+def _broken_series(series: Path, tmp_path: Path, how: str) -> tuple[Path, str]:
+    """A copy of ``series`` with one image broken ``how``; returns it and the broken file's name."""
+    from stfcat.data.manifest import read_manifest
+    from stfcat.data.readers import write_geotiff
+
+    dst = tmp_path / how
+    shutil.copytree(series, dst)
+    m = read_manifest(dst / "manifest.json")
+    pair = m.pairs[-1]
+    target = dst / (pair.coarse.path if how == "coarse-missing" else pair.fine.path)
+    n = len(m.bands)
+    h, w = m.shape
+    if how in ("missing", "coarse-missing"):
+        target.unlink()
+    elif how == "not-a-raster":
+        target.write_text("this is not a GeoTIFF\n")
+    elif how == "empty-file":
+        target.write_bytes(b"")
+    elif how == "wrong-shape":
+        target.unlink()
+        write_geotiff(target, np.zeros((n, h // 2, w), np.float32))
+    elif how == "wrong-bands":
+        target.unlink()
+        write_geotiff(target, np.zeros((n + 1, h, w), np.float32))
+    elif how == "all-nodata":
+        target.unlink()
+        write_geotiff(target, np.full((n, h, w), np.nan, np.float32), nodata=float("nan"))
+    return dst, target.name
+
+
+@pytest.mark.parametrize("how", ["missing", "coarse-missing", "not-a-raster", "empty-file", "wrong-shape",
+                                 "wrong-bands", "all-nodata"])
+def test_run_on_a_broken_series_names_the_file(series, tmp_path, how):
+    broken, name = _broken_series(series, tmp_path, how)
+    for model in ("delta", "tiny-test"):
+        res = _cli("run", model, "--dataset", broken, "--out", tmp_path / f"out-{model}", *RUN)
+        _one_line_error(res, name, code=2)
+        assert len(res.output.strip().splitlines()) == 1, res.output
+        assert not (tmp_path / f"out-{model}" / "metrics.json").exists()
