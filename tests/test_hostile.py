@@ -95,14 +95,17 @@ def test_bench_refuses_to_overwrite_results(series, tmp_path):
     before = _snapshot(out)
     with pytest.raises(EngineError, match="--overwrite"):
         run_bench(models=["copy-f1"], datasets=[str(series)], out=out, device="cpu", progress=False)
-    # --merge keeps the leaderboard's rows but still may not replace a finished run folder
+    # a finished run folder alone (no leaderboard) is protected too
+    (out / "leaderboard.json").rename(tmp_path / "board.json")
     with pytest.raises(EngineError, match="runs"):
-        run_bench(models=["copy-f1"], datasets=[str(series)], out=out, device="cpu", progress=False, merge=True)
+        run_bench(models=["copy-f1"], datasets=[str(series)], out=out, device="cpu", progress=False)
+    (tmp_path / "board.json").rename(out / "leaderboard.json")
     assert _snapshot(out) == before
     res = _cli("bench", "--models", "copy-f1", "--datasets", series, "--out", out, "--device", "cpu")
     _one_line_error(res, "--overwrite", code=2)
-    res = _cli("bench", "--models", "copy-f1", "--datasets", series, "--out", out, "--device", "cpu", "--overwrite")
-    assert res.exit_code == 0, res.output
+    for flag in ("--overwrite", "--merge"):  # the two explicit ways to replace
+        res = _cli("bench", "--models", "copy-f1", "--datasets", series, "--out", out, "--device", "cpu", flag)
+        assert res.exit_code == 0, res.output
 
 
 def test_site_output_folders_are_protected(tmp_path):

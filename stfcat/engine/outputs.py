@@ -46,16 +46,17 @@ def refuse_finished_run(out: Path | None, *, overwrite: bool = False, resume: bo
 
 
 def refuse_finished_bench(out: Path, run_dirs: list[Path], *, overwrite: bool = False, merge: bool = False) -> None:
-    """``bench`` refuses, before running anything, to replace a leaderboard (unless ``--merge``
-    keeps its rows) or a finished run folder it would write, without ``--overwrite``."""
+    """``bench`` refuses, before running anything, to replace a leaderboard or a finished run
+    folder it would write, unless ``--overwrite`` (replace) or ``--merge`` (replace the pairs run
+    now, keep the leaderboard's other rows) says so."""
     out = Path(out)
-    if not overwrite:
-        clash = [out / n for n in BENCH_RESULTS if (out / n).exists() and not merge]
+    if not (overwrite or merge):
+        clash = [out / n for n in BENCH_RESULTS if (out / n).exists()]
         clash += [d for d in run_dirs if any((Path(d) / n).exists() for n in RUN_RESULTS)]
         if clash:
             shown = ", ".join(str(c) for c in clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
-            raise EngineError(f"--out {out}: would replace finished results ({shown}); add --overwrite "
-                              "(or --merge to keep the leaderboard's other rows), or choose another folder")
+            raise EngineError(f"--out {out}: would replace finished results ({shown}); add --overwrite, or "
+                              "--merge to replace only the pairs run now, or choose another folder")
     _guard_dir(out, "--out")
 
 
