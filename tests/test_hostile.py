@@ -137,7 +137,7 @@ class _Payload:
 
 def _crafted_checkpoints(folder: Path) -> list[Path]:
     """The class of hostile .pt files: code in the model state, in the config, at the top level,
-    as a plain pickle (not torch's zip format), and a checkpoint holding a numpy object."""
+    as a plain pickle (not torch's zip format), and inside a numpy object array."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def _crafted_checkpoints(folder: Path) -> list[Path]:
     p.write_bytes(pickle.dumps({"model_id": "tiny-test", "model_state": _Payload(folder / "pwned-plain")}))
     out.append(p)
     p = folder / "numpy.pt"
-    torch.save({"model_id": "tiny-test", "model_state": {}, "x": np.zeros(3)}, p)
+    torch.save({"model_id": "tiny-test", "model_state": {}, "x": np.array([_Payload(folder / "pwned-np")])}, p)
     out.append(p)
     return out
 
@@ -191,6 +191,14 @@ def test_crafted_checkpoints_are_refused_and_never_executed(series, finished_run
 
     ck = torch.load(finished_run / "checkpoint.pt", weights_only=True)
     assert ck["model_id"] == "tiny-test" and isinstance(ck["config"], dict)
+    # a checkpoint of the earlier format (numpy RNG state as an array) still resumes
+    from stfcat.engine.checkpoint import load_checkpoint
+
+    ck["train"]["rng"]["numpy"] = np.random.get_state()
+    old = tmp_path / "old-format" / "checkpoint.pt"
+    old.parent.mkdir()
+    torch.save(ck, old)
+    assert load_checkpoint(old)["train"]["rng"]["numpy"][0] == "MT19937"
 
 
 def test_every_torch_load_is_weights_only():
@@ -445,7 +453,9 @@ def test_stale_leftovers_of_direct_fetch_fuse_and_run_are_cleaned(series, finish
     # run: a killed run's temporary metrics/checkpoint files in --out
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
-    tmps = [run_dir / ".metrics.json.abcdefgh.tmp", run_dir / ".checkpoint.pt.12345678.tmp"]
+    (run_dir / "quicklook").mkdir(exist_ok=True)
+    tmps = [run_dir / ".metrics.json.abcdefgh.tmp", run_dir / ".checkpoint.pt.12345678.tmp",
+            run_dir / "quicklook" / ".2020-01-01.png.a1b2c3d4.png"]
     for p in tmps:
         p.write_bytes(b"partial")
         _age(p)

@@ -56,6 +56,17 @@ def plain_data(obj: Any) -> Any:
     return obj
 
 
+def _numpy_globals() -> list:
+    """The numpy constructors of plain arrays and scalars: checkpoints written before the plain-data
+    format held the numpy RNG state as an array. They build data only (an object array's items still
+    go through the weights-only unpickler), so allowing them runs no code."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(t)) for t in ("u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f2", "f4", "f8", "?")]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
 def load_checkpoint(path: Path, *, flag: str = "checkpoint") -> dict[str, Any]:
     """Read a checkpoint weights-only; :class:`EngineError` naming ``flag`` and the file otherwise."""
     import pickle
@@ -66,7 +77,8 @@ def load_checkpoint(path: Path, *, flag: str = "checkpoint") -> dict[str, Any]:
     if not path.is_file():
         raise EngineError(f"{flag} {path}: " + ("not a file" if path.exists() else "file not found"))
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
         why = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")

@@ -43,6 +43,10 @@ def refuse_finished_run(out: Path | None, *, overwrite: bool = False, resume: bo
         raise EngineError(f"{flag} {out} holds a run ({', '.join(found)}); continue it with --resume, "
                           "replace it with --overwrite, or choose another folder")
     _guard_dir(out, flag)
+    from stfcat.data.safe_fs import clean_stale
+
+    for sub in ("predictions", "quicklook"):
+        clean_stale(out / sub, LEFTOVERS)
 
 
 def refuse_finished_bench(out: Path, run_dirs: list[Path], *, overwrite: bool = False, merge: bool = False) -> None:
