@@ -461,7 +461,7 @@ def test_stale_leftovers_of_direct_fetch_fuse_and_run_are_cleaned(series, finish
         _age(p)
     res = _cli("run", "tiny-test", "--dataset", series, "--out", run_dir, "--overwrite", *RUN)
     assert res.exit_code == 0, res.output
-    assert not any(p.exists() for p in tmps)
+    assert [p.name for p in tmps if p.exists()] == []
 
 
 # --- 10. a data folder that cannot be written -------------------------------------------------------

@@ -20,7 +20,9 @@ from pathlib import Path
 from .errors import DataError
 
 STALE_SECONDS = 10 * 60
-_PID = re.compile(r"-(\d+)-")
+# the pid stfcat puts in its temporary names: ".<word>-<pid>-..." or "...partial-<pid>-..." (never a
+# date's digits as in ".2020-01-01.png.x.png")
+_PID = re.compile(r"(?:^\.+[a-z][a-z-]*|\.partial)-(\d+)-")
 
 
 def ensure_dir(path: Path, what: str) -> Path:
