@@ -324,12 +324,14 @@ def plan_import(bib_path, root, category: str | None = None) -> ImportPlan:
         text = bib_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BibtexError([f"{bib_path}: cannot read it as UTF-8 text ({exc})"]) from None
+    from stfcat.catalog import load_yaml_bounded
+
     entries = read_bib_file(text, str(bib_path))
     known: dict[str, str] = {}
     for sub in ("papers", "datasets"):
         for f in sorted((root / sub).glob("*.yaml")):
             try:
-                data = yaml.safe_load(f.read_text(encoding="utf-8"))
+                data = load_yaml_bounded(f.read_text(encoding="utf-8"))
             except (yaml.YAMLError, OSError, UnicodeDecodeError):
                 continue
             if isinstance(data, dict) and isinstance(data.get("doi"), str):

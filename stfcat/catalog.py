@@ -55,6 +55,57 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 CatalogLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_FILE_BYTES = 1024 * 1024  # a catalog entry is a few KB
+MAX_NODES = 100_000  # nodes of a document once aliases are expanded (an entry has a few hundred)
+
+
+class YamlTooBig(yaml.YAMLError):
+    """A document that would expand past :data:`MAX_NODES` (an alias "bomb"); ``line`` is 1-based."""
+
+    def __init__(self, line: int, size: int) -> None:
+        super().__init__(f"aliases expand the document to more than {MAX_NODES} values ({size} at this "
+                         "anchor); catalog files never need that: write the values out")
+        self.line = line
+
+
+def _bounded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Number of values ``node`` stands for with every alias expanded, computed once per node (so
+    the cost is linear in the text) and raising :class:`YamlTooBig` at the first node past the bound."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    sizes[key] = 1  # a recursive alias counts once (the constructor rejects nothing, but validation will)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _bounded_size(child, sizes)
+            if total > MAX_NODES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _bounded_size(k, sizes) + _bounded_size(v, sizes)
+            if total > MAX_NODES:
+                break
+    if total > MAX_NODES:
+        raise YamlTooBig(node.start_mark.line + 1, total)
+    sizes[key] = total
+    return total
+
+
+def load_yaml_bounded(text: str) -> Any:
+    """``yaml.load`` with :class:`CatalogLoader`, refusing a document whose aliases would expand
+    past :data:`MAX_NODES` values before anything walks the expanded data."""
+    loader = CatalogLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _bounded_size(node, {})
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 @dataclass(frozen=True)
 class Problem:
     """One validation problem; ``str()`` is the ``file:LINE: field.path: message`` line."""
@@ -240,11 +291,17 @@ class _Parsed:
 
 def _parse_file(path: Path, kind: str) -> _Parsed:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return _Parsed(path, "", kind, None, [Problem(
+                path, None, "", f"{size} bytes, over the limit of {MAX_FILE_BYTES} for one catalog file")])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return _Parsed(path, "", kind, None, [Problem(path, None, "", f"cannot read: {exc}")])
     try:
-        data = yaml.load(text, Loader=CatalogLoader)
+        data = load_yaml_bounded(text)
+    except YamlTooBig as exc:
+        return _Parsed(path, text, kind, None, [Problem(path, exc.line, "", f"YAML alias bomb: {exc}")])
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         what = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)

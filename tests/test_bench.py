@@ -76,8 +76,8 @@ def test_bench_merge_keeps_other_rows_and_replaces_rerun_ones(series, tmp_path):
     assert len(keys) == len(set(keys))
     assert sorted(m for m, _ in keys) == ["copy-f1", "delta", "tiny-plain", "upsample-c2"]
     assert next(r for r in merged["rows"] if r["model"] == "tiny-plain") == first_tiny
-    # without merge the file holds only what was run now
-    run_bench(models=["copy-f1"], datasets=[str(series)], out=tmp_path, device="cpu", progress=False)
+    # without merge (replacing needs overwrite: issue 13) the file holds only what was run now
+    run_bench(models=["copy-f1"], datasets=[str(series)], out=tmp_path, device="cpu", progress=False, overwrite=True)
     alone = json.loads((tmp_path / "leaderboard.json").read_text())
     assert "tiny-plain" not in [r["model"] for r in alone["rows"]]
 

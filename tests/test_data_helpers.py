@@ -20,7 +20,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
 class Server:
-    """``routes[path] = (behaviour, payload)``; behaviours: ok, status, truncate, hang, flaky."""
+    """``routes[path] = (behaviour, payload)``; behaviours: ok, status, truncate, hang, stall, flaky."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[str, object]] = {}
@@ -59,6 +59,15 @@ class Server:
                     self.close_connection = True
                 elif behaviour == "hang":
                     time.sleep(float(payload))
+                    self.close_connection = True
+                elif behaviour == "stall":  # headers and half the body, then silence (read timeout)
+                    body, secs = payload
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    time.sleep(float(secs))
                     self.close_connection = True
                 elif behaviour == "flaky":
                     if hits[self.path] == 1:

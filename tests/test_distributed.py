@@ -48,8 +48,8 @@ def test_two_ranks_equal_one_rank(tmp_path):
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert one["world_size"] == 1 and two["world_size"] == 2
-    a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model_state"]
-    b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["model_state"]
+    a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model_state"]
+    b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model_state"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
     # training actually moved the weights away from their initialisation

@@ -68,7 +68,7 @@ def test_run_writes_outputs_and_scores_baselines(data_dir, tmp_path):
         assert (ds.height, ds.width) == tuple(load_series(data_dir).shape)
     assert len(list((out / "quicklook").glob("*.png"))) == 2
     assert (out / "loss.png").stat().st_size > 1000
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["model_id"] == "tiny-test" and ck["config"]["bands"] == 6 and ck["band_names"][0] == "blue"
     assert ck["train"]["done"]
     import os
@@ -83,12 +83,12 @@ def test_resume_after_interruption_equals_uninterrupted(data_dir, tmp_path):
     full = _run(data_dir, tmp_path / "full")
     with pytest.raises(TrainingInterrupted):
         _run(data_dir, tmp_path / "part", hooks=[StopAfterEpochs(1)])
-    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert ck["train"]["pos"] == {"stage": 0, "epoch": 1, "step": 0} and not ck["train"]["done"]
     resumed = _run(data_dir, tmp_path / "part", resume=True)
     assert resumed.metrics["resumed"]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model_state"]
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model_state"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model_state"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model_state"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed.metrics["history"] == full.metrics["history"]
@@ -119,11 +119,11 @@ def test_resume_mid_epoch_signal_and_multi_stage(data_dir, tmp_path, monkeypatch
     with pytest.raises(TrainingInterrupted):
         _run(data_dir, tmp_path / "part", model="tiny-two-stage", epochs=4)
     monkeypatch.setattr(T, "_to_device", real)
-    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert ck["train"]["pos"] == {"stage": 1, "epoch": 0, "step": 2}
     resumed = _run(data_dir, tmp_path / "part", model="tiny-two-stage", epochs=4, resume=True)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model_state"]
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model_state"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model_state"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model_state"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [h["stage"] for h in resumed.metrics["history"]] == ["warm", "warm", "refine", "refine"]
@@ -196,7 +196,7 @@ def test_full_recipe_uses_the_paper_budget_and_overrides(data_dir, tmp_path):
     res = _run(data_dir, tmp_path / "p", full_recipe=True, steps_per_epoch=1, lr=5e-4)
     assert res.metrics["budget"] == {"epochs": 4, "patch": 32, "batch": 4, "steps_per_epoch": 1, "which": "paper"}
     assert len(res.metrics["history"]) == 4 and res.metrics["lr"] == 5e-4
-    ck = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=True)
     # step scheduler (gamma 0.7 per epoch) applied to the overridden learning rate
     assert ck["train"]["optimizers"]["main"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 0.7**4)
 
@@ -250,18 +250,18 @@ def test_continued_stage_keeps_the_optimiser_and_resumes_exactly(data_dir, tmp_p
     learning-rate schedule; an interruption at the stage boundary resumes to the same weights."""
     full = _run(data_dir, tmp_path / "full", model="tiny-continued", epochs=4)
     assert [h["stage"] for h in full.metrics["history"]] == ["mse", "mse", "mse+l1", "mse+l1"]
-    ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["train"]
+    ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["train"]
     steps = 4 * 3  # epochs x steps per epoch of the recipe's quick budget
     assert all(int(st["step"]) == steps for st in ck["optimizers"]["main"]["state"].values())
     sched = ck["schedulers"]["main"]
     assert sched["last_epoch"] == 4 and sched["_last_lr"][0] == pytest.approx(1e-3 * 0.7**4)
     with pytest.raises(TrainingInterrupted):
         _run(data_dir, tmp_path / "part", model="tiny-continued", epochs=4, hooks=[StopAfterEpochs(2)])
-    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["train"]
+    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["train"]
     assert part["pos"] == {"stage": 1, "epoch": 0, "step": 0}
     _run(data_dir, tmp_path / "part", model="tiny-continued", epochs=4, resume=True)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model_state"]
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model_state"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model_state"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model_state"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     with pytest.raises(ValueError, match="continues"):

@@ -336,6 +336,9 @@ def add(
         plan = plan_import(bibtex, root, category)
     except BibtexError as exc:
         raise fail(f"{exc}\nnothing was written to {root / 'papers'}") from None
+    if not plan.files and not plan.skipped:
+        raise fail(f"error: {bibtex}: holds no BibTeX entry (expected blocks like @article{{key, ...}}); "
+                   f"nothing was written to {root / 'papers'}")
     for message in plan.skipped:
         typer.echo(message)
     for path, text, todo in plan.files:

@@ -36,8 +36,8 @@ def fetch(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download / import again even if present.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server.")] = 60.0,
-    retries: Annotated[int, typer.Option("--retries", help="Retries per file, with back-off.")] = 3,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server (more than 0).")] = 60.0,
+    retries: Annotated[int, typer.Option("--retries", help="Retries per file, with back-off (0 or more).")] = 3,
     catalog: CatalogOpt = None,
 ) -> None:
     """Download (or import with --from) a dataset, check every sha256 (git blob SHA-1 for GitHub mirrors), and write its manifest.json.
@@ -62,6 +62,9 @@ def fetch(
         raise fail(str(exc.args[0]) if exc.args else str(exc)) from None
     except DataError as exc:
         raise fail(f"error: {exc}") from None
+    except OSError as exc:  # anything the data layer did not foresee still gets one line naming the path
+        where = exc.filename or dir or "the data folder"
+        raise fail(f"error: {where}: {exc.strerror or exc}") from None
     typer.echo(result.message)
     if result.status == "manual":
         raise typer.Exit(MANUAL_EXIT)

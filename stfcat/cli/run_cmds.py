@@ -47,12 +47,14 @@ def run_cmd(
     full_recipe: Annotated[bool, typer.Option("--full-recipe", help="Train with the paper's budget instead of the quick one.")] = False,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip GeoTIFFs and PNGs (metrics and checkpoint only).")] = False,
     split: Annotated[str | None, typer.Option("--split", help="temporal or spatial (the dataset's declared spatial split); default: temporal where the dates allow.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the finished run in --out (else refused; --resume continues it).")] = False,
     catalog: CatalogOpt = None,
 ) -> None:
     """Train MODEL (if trainable) and evaluate it with the trivial baselines on DATASET's test cases.
 
     Every run writes its resolved configuration as config.yaml; `--config FILE` replays it and
     the flags and `--set key=value` change fields of it."""
+    from stfcat.data.errors import DataError
     from stfcat.engine.errors import EngineError
     from stfcat.engine.train import TrainingInterrupted
 
@@ -68,8 +70,8 @@ def run_cmd(
                            sets=sets or ())
         model, dataset = cfg.model.id, cfg.data.dataset
         res = run_experiment(model, dataset, config=cfg, out=out, resume=resume, catalog=catalog,
-                             images=not no_images, split=split)
-    except EngineError as exc:
+                             images=not no_images, split=split, overwrite=overwrite)
+    except (EngineError, DataError) as exc:
         raise fail(f"error: {exc}", 2) from None
     except TrainingInterrupted as exc:
         hint = f" --out {exc.checkpoint.parent}" if exc.checkpoint else ""
@@ -134,6 +136,7 @@ def bench_cmd(
     epochs: Annotated[int | None, typer.Option(help="Override the epochs of every model (smoke runs).", min=1)] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Keep rows of an existing leaderboard.json for (model, dataset) pairs not run now.")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Train nothing: rebuild the leaderboard from <out>/runs/*/metrics.json.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace finished runs and the leaderboard in --out (else refused).")] = False,
     catalog: CatalogOpt = None,
 ) -> None:
     """Run the protocol for many models and datasets; write a leaderboard (baselines always included)."""
@@ -147,7 +150,8 @@ def bench_cmd(
             typer.echo(f"rebuilt {out / 'leaderboard.json'} and {out / 'leaderboard.md'}: {len(board['rows'])} rows")
             return
         board = run_bench(models=models, datasets=datasets or ["demo"], budget=budget.value, out=out,
-                          device=device.value, seed=seed, epochs=epochs, catalog=catalog, merge=merge)
+                          device=device.value, seed=seed, epochs=epochs, catalog=catalog, merge=merge,
+                          overwrite=overwrite)
     except EngineError as exc:
         raise fail(f"error: {exc}", 2) from None
     failed = [r for r in board["runs"] if r.get("error")]

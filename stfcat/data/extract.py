@@ -96,7 +96,30 @@ def _tar_members(tf: tarfile.TarFile, archive: Path) -> list[_Member]:
     return out
 
 
+def _check_clashes(members: list[_Member], archive: Path) -> None:
+    """Refuse, before writing, an archive whose members cannot all exist: a file and a folder of one
+    name, or a member under a file or under a link (a link to a folder with members below it)."""
+    kinds: dict[PurePosixPath, tuple[str, str]] = {}
+    for m in members:
+        path = _clean_name(m.name, archive)
+        kind = "dir" if m.kind == "dir" else ("link" if m.link is not None else "file")
+        prev = kinds.get(path)
+        if prev is not None and "dir" in (prev[0], kind) and prev[0] != kind:
+            raise UnsafeArchiveError(f"{archive}: {prev[1]!r} and {m.name!r} are a file and a folder of the same "
+                                     "name; refused")
+        if prev is None or kind == "dir":
+            kinds.setdefault(path, (kind, m.name))
+    for path, (_, name) in kinds.items():
+        for parent in path.parents:
+            above = kinds.get(parent)
+            if above is not None and above[0] != "dir":
+                what = "a link" if above[0] == "link" else "a file"
+                raise UnsafeArchiveError(f"{archive}: member {name!r} lies under {above[1]!r}, which is {what}; "
+                                         "refused")
+
+
 def check_members(members: list[_Member], archive: Path, max_bytes: int) -> None:
+    _check_clashes(members, archive)
     total = 0
     for m in members:
         path = _clean_name(m.name, archive)
@@ -109,6 +132,13 @@ def check_members(members: list[_Member], archive: Path, max_bytes: int) -> None
         raise UnsafeArchiveError(
             f"{archive}: would extract {total} bytes, over the limit of {max_bytes} bytes (max_bytes)"
         )
+
+
+def _create(dest: Path, archive: Path, name: str):
+    try:
+        return open(dest, "wb")
+    except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:  # e.g. case-blind disks
+        raise UnsafeArchiveError(f"{archive}: member {name!r} cannot be written ({exc.strerror or exc})") from None
 
 
 def is_archive(path: Path) -> bool:
@@ -142,7 +172,7 @@ def safe_extract(
     with opener(archive) as af:  # type: ignore[operator]
         members = _zip_members(af, archive) if kind == "zip" else _tar_members(af, archive)
         check_members(members, archive, max_bytes)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
         try:
             written = 0
             root = tmp.resolve()
@@ -165,7 +195,7 @@ def safe_extract(
                 src = af.open(m.name) if kind == "zip" else af.extractfile(m.name)
                 if src is None:
                     raise UnsafeArchiveError(f"{archive}: member {m.name!r} cannot be read")
-                with src, open(dest, "wb") as out:
+                with src, _create(dest, archive, m.name) as out:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
                         if written > max_bytes:
@@ -188,6 +218,11 @@ def safe_extract(
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+            # a name clash the member check did not foresee: still one line, nothing kept
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UnsafeArchiveError(f"{archive}: cannot extract {exc.filename or 'a member'} "
+                                     f"({exc.strerror or exc}); refused") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

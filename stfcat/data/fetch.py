@@ -104,6 +104,11 @@ def _download_one(
             f"{ds.id}: {f.name}: transfer from {f.url} was cut short (truncated); try again"
         ) from exc
     except requests.exceptions.ConnectionError as exc:
+        if _is_read_timeout(exc):  # requests reports a stall in the body as a ConnectionError
+            raise FetchError(
+                f"{ds.id}: {f.name}: {f.url} answered, then sent nothing for {timeout:g} s (read timeout during "
+                "the transfer); try again or raise --timeout"
+            ) from exc
         raise FetchError(f"{ds.id}: {f.name}: cannot connect to {f.url}. {_offline_hint(ds.id)}") from exc
     except requests.exceptions.RequestException as exc:
         raise FetchError(f"{ds.id}: {f.name}: download from {f.url} failed: {exc}") from exc
@@ -123,6 +128,30 @@ def _download_one(
     if transferred:
         publish_mode(target)  # pooch's temporary file is 0600
     return transferred
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    from urllib3.exceptions import ReadTimeoutError
+
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, ReadTimeoutError) or any(isinstance(a, ReadTimeoutError) for a in seen.args):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "Read timed out" in str(exc)
+
+
+def _check_options(timeout: float, retries: int, max_bytes: int) -> None:
+    import math
+
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise DataError(f"--retries {retries}: must be a whole number, 0 or more")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise DataError(f"--timeout {timeout}: must be a positive number of seconds")
+    if not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise DataError(f"max_bytes {max_bytes}: must be a positive number of bytes")
 
 
 def _sha256(path: Path) -> str:
@@ -150,7 +179,7 @@ def _copy_into(src: Path, dest: Path) -> None:
 
 def _copy_tree(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-{os.getpid()}-", dir=dest.parent))
     try:
         for path in sorted(src.rglob("*")):
             rel = path.relative_to(src)
@@ -180,7 +209,7 @@ def _import_direct(ds: Dataset, source: Path, files_dir: Path, max_bytes: int) -
         if source.is_file():
             if not is_archive(source):
                 raise DataError(f"{source}: --from needs a folder or a zip/tar archive")
-            staging = Path(tempfile.mkdtemp(prefix=".from-", dir=files_dir.parent))
+            staging = Path(tempfile.mkdtemp(prefix=f".from-{os.getpid()}-", dir=files_dir.parent))
             safe_extract(source, staging / "x", max_bytes=max_bytes)
             root = staging / "x"
         elif source.is_dir():
@@ -226,16 +255,45 @@ def _extract_nested(root: Path, max_bytes: int) -> None:
             inner.unlink()
 
 
+ARCHIVE = "archive"
+# leftovers of killed fetches in files/ (removed when stale, see stfcat.data.safe_fs): staging and
+# swap folders of manual imports, partial extractions and copies, pooch's partial downloads
+FILES_LEFTOVERS = (".archive-incoming*", "..archive-incoming*", ".archive-old*", ".from-*", ".*.partial-*",
+                   ".*.????????.tmp", "tmp*")
+
+
+def _recover(files_dir: Path, ds: Dataset) -> None:
+    """Undo what a killed fetch left half-done, then drop stale leftovers: a manual import killed
+    between its two renames left the previous ``archive`` aside (put back); a ``--force``
+    download killed midway left the good copy as ``.NAME.bak`` (put back), or a finished one left
+    the ``.bak`` beside the new file (removed)."""
+    from .safe_fs import clean_stale, is_stale
+
+    target = files_dir / ARCHIVE
+    if not target.exists():
+        olds = [p for p in sorted(files_dir.glob(".archive-old*")) if p.is_dir() and is_stale(p, max_age=0)]
+        if olds:
+            os.replace(olds[-1], target)
+    for f in ds.access.files:
+        bak, path = files_dir / f".{f.name}.bak", files_dir / f.name
+        if bak.is_file() and not path.exists():
+            os.replace(bak, path)
+        elif bak.is_file() and path.is_file():
+            bak.unlink()
+    clean_stale(files_dir, FILES_LEFTOVERS)
+    clean_stale(files_dir.parent, (".from-*", ".manifest-*.tmp"))
+
+
 def _import_manual(ds: Dataset, source: Path, folder: Path, files_dir: Path, max_bytes: int) -> dict:
-    """``--from`` for a manual dataset: unpack/copy into a staging folder, check it with the importer,
-    and only then swap it in for ``files/archive``, so a bad archive never replaces a good import.
-    Returns where the data came from (with the archive's sha256), recorded in the manifest's source."""
-    target = files_dir / "archive"
-    staging = files_dir / ".archive-incoming"
-    old = files_dir / ".archive-old"
-    for leftover in (staging, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    """``--from`` for a manual dataset: unpack/copy into a staging folder of this process, check it
+    with the importer, and only then swap it in for ``files/archive``, so a bad or interrupted
+    import never replaces a good one (a killed import leaves only a staging folder, removed by the
+    next fetch). Returns where the data came from (with the archive's sha256), recorded in the
+    manifest's source."""
+    from .safe_fs import temp_prefix
+
+    target = files_dir / ARCHIVE
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix("archive-incoming"), dir=files_dir))
     try:
         if source.is_dir():
             _copy_tree(source, staging)
@@ -247,12 +305,19 @@ def _import_manual(ds: Dataset, source: Path, folder: Path, files_dir: Path, max
             raise DataError(f"{source}: --from needs a folder or a zip/tar archive")
         _extract_nested(staging, max_bytes)
         build_manifest(ds, folder, staging, write=False)  # raises, naming the file, before anything moves
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix("archive-old"), dir=files_dir))
+        try:
+            if target.exists():
+                os.replace(target, old)  # (a folder may be renamed onto an empty one)
+            os.replace(staging, target)
+        except BaseException:
+            if not target.exists() and any(old.iterdir()):
+                os.replace(old, target)  # put the previous import back
+            shutil.rmtree(old, ignore_errors=True)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
     return origin
 
@@ -271,6 +336,9 @@ def fetch(
 ) -> FetchResult:
     """Fetch or import ``dataset_id`` into the data folder and write its manifest."""
     from .catalog_access import get_dataset
+    from .safe_fs import ensure_dir
+
+    _check_options(timeout, retries, max_bytes)
 
     ds = get_dataset(dataset_id, catalog)
     kind = ds.access.kind
@@ -279,6 +347,7 @@ def fetch(
         if ds.id == "demo":
             from .demo import ensure_demo
 
+            ensure_dir(folder, "--dir")
             ensure_demo(folder)
             return FetchResult(
                 ds.id,
@@ -308,8 +377,8 @@ def fetch(
             f"{ds.id}: the host does not allow direct download.\n{text}\nLanding page: {ds.landing_page}\n"
             f"Then run: stfcat fetch {ds.id} --from PATH (the archive or its unpacked folder)",
         )
-    files_dir = folder / FILES
-    files_dir.mkdir(parents=True, exist_ok=True)
+    files_dir = ensure_dir(folder / FILES, "--dir")
+    _recover(files_dir, ds)
     downloaded: list[str] = []
     origin: dict | None = None
     if from_path is not None:
@@ -325,11 +394,6 @@ def fetch(
         # --force: keep the old copies aside until every new download succeeded, so a failed
         # re-download loses nothing
         backups: list[tuple[Path, Path]] = []
-        for f in ds.access.files:
-            # a --force run killed midway left the good copy aside: put it back
-            bak, path = files_dir / f".{f.name}.bak", files_dir / f.name
-            if bak.is_file() and not path.exists():
-                os.replace(bak, path)
         if force:
             for f in ds.access.files:
                 path = files_dir / f.name
@@ -356,7 +420,9 @@ def fetch(
                 force=force or f.name in downloaded,
             )
     if downloaded or force or not (folder / MANIFEST_NAME).is_file():
-        build_manifest(ds, folder, files_dir, source_extra=origin)
+        # a manual import lives in files/archive (its own tree); direct files sit in files/
+        root = files_dir / ARCHIVE if kind == "manual" else files_dir
+        build_manifest(ds, folder, root, source_extra=origin)
     verb = "imported" if from_path is not None else ("downloaded" if downloaded else "already present")
     return FetchResult(
         ds.id,

@@ -158,9 +158,7 @@ def import_declared(
             continue
         if not f.date:
             raise DataError(f"dataset {ds.id!r}: file {f.name!r} has role {f.role} but no 'date'")
-        path = files_dir / f.name
-        if not path.is_file():
-            raise DataError(f"{path}: missing (listed in dataset {ds.id!r} access.files)")
+        path = _find_declared(files_dir, f.name, ds.id)
         slot = pairs.setdefault(f.date, {})
         if f.role in slot:
             raise DataError(
@@ -171,6 +169,26 @@ def import_declared(
     return _finish(
         ds, folder, pairs, ds.access.layout or "files", scales, write=write, source_extra=source_extra
     )
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Inside a dot-folder (a staging or partial folder of a killed command) or a dot-file."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _find_declared(root: Path, name: str, ds_id: str) -> Path:
+    """``root/name``, else the one file of that name in the tree (a manual archive usually wraps
+    its files in a top folder)."""
+    path = root / name
+    if path.is_file():
+        return path
+    found = [p for p in sorted(root.rglob(Path(name).name)) if p.is_file() and not _hidden(p, root)]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise DataError(f"{root}: {Path(name).name} occurs {len(found)} times ({found[0]}, {found[1]}); "
+                        f"dataset {ds_id!r} lists it once")
+    raise DataError(f"{path}: missing (listed in dataset {ds_id!r} access.files)")
 
 
 def _has_header(path: Path) -> bool:
@@ -196,7 +214,7 @@ def import_csiro_envi(
     """Importer of the CSIRO CIA/LGC archives (ENVI files in ``YYYY_DOY_MonDD`` folders)."""
     pairs: dict[str, dict[str, Path]] = {}
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.name.startswith(".") or path.suffix in HEADER_EXT:
+        if not path.is_file() or _hidden(path, root) or path.suffix in HEADER_EXT:
             continue
         if path.suffix.lower() in (".hdr", ".aux", ".xml", ".txt", ".pdf", ".doc", ".docx", ".zip"):
             continue

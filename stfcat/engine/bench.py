@@ -41,6 +41,7 @@ def run_bench(
     data_dir: Path | None = None,
     progress: bool = True,
     merge: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run every model on every dataset; write ``leaderboard.json`` and ``leaderboard.md``.
 
@@ -61,6 +62,11 @@ def run_bench(
     datasets = list(datasets) if datasets else ["demo"]
     if budget not in ("quick", "paper"):
         raise ValueError(f"budget must be 'quick' or 'paper', got {budget!r}")
+    from .outputs import refuse_finished_bench
+
+    refuse_finished_bench(out, [out / "runs" / f"{m}-{Path(str(d)).name}" for d in datasets
+                                for m in ["delta", *[m for m in models if m not in BASELINES]]],
+                          overwrite=overwrite, merge=merge)
     reported: dict[str, Any] = {}
     if (out / "reported.json").is_file():
         reported = json.loads((out / "reported.json").read_text())
@@ -84,7 +90,7 @@ def run_bench(
             try:
                 res = run_experiment(model, ds, epochs=epochs, device=device, seed=seed, out=run_dir,
                                      full_recipe=budget == "paper", catalog=catalog, data_dir=data_dir,
-                                     progress=progress, images=False, split=kind)
+                                     progress=progress, images=False, split=kind, overwrite=True)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - one failing model must not lose the others

@@ -215,6 +215,7 @@ def fuse_files(
     from stfcat.data.series import fill_invalid
 
     from .device import resolve_device, use_all_cores
+    from .outputs import check_output_file
     from .predict import predict_scene
     from .run import resolve_model
 
@@ -236,9 +237,7 @@ def fuse_files(
         raise EngineError(f"--model {model_id}: a model of task {info.task!r}; `stfcat fuse` fuses images "
                           f"(see `stfcat list models --task fusion`; run it with `stfcat run {model_id}`)")
     tags = provenance_tags(model_id, catalog)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise EngineError(f"{out} exists; add --overwrite to replace it")
+    out = check_output_file(out, overwrite=overwrite, flag="-o/--output")  # not a folder, not under a file
     try:
         fine = readers.raster_info(Path(fine_ref))
     except DataError as exc:
@@ -299,7 +298,7 @@ def fuse_files(
         return {k: fill_invalid(v) for k, v in raw.items()}
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".stfcat-fuse-", dir=out.parent) as tmpdir:
+    with tempfile.TemporaryDirectory(prefix=f".stfcat-fuse-{os.getpid()}-", dir=out.parent) as tmpdir:
         acc = np.memmap(Path(tmpdir) / "acc.f32", dtype=np.float32, mode="w+", shape=(bands, *fine.shape))
         preds, _ = predict_scene({model_id: model}, read, fine.shape, bands, device=dev, tile=tile,
                                  progress=progress, desc="fuse", out={model_id: acc})

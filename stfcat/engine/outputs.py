@@ -11,6 +11,70 @@ from typing import Any
 
 import numpy as np
 
+from .errors import EngineError
+
+RUN_RESULTS = ("checkpoint.pt", "metrics.json")
+BENCH_RESULTS = ("leaderboard.json", "leaderboard.md")
+# temporary files the engine leaves beside an output when killed (see stfcat.data.safe_fs)
+# (``tempfile.mkstemp`` names: ".<output name>.<8 random characters><suffix>")
+LEFTOVERS = (".stfcat-fuse-*", ".*.????????.tmp", ".*.????????.tmp.tif", ".*.????????.png")
+
+
+def _guard_dir(out: Path, flag: str) -> None:
+    from stfcat.data.errors import DataError
+    from stfcat.data.safe_fs import check_writable_dir, clean_stale
+
+    try:
+        check_writable_dir(out, flag)
+    except DataError as exc:
+        raise EngineError(str(exc)) from None
+    clean_stale(out, LEFTOVERS)
+
+
+def refuse_finished_run(out: Path | None, *, overwrite: bool = False, resume: bool = False,
+                        flag: str = "--out") -> None:
+    """A run folder holding a checkpoint or metrics is continued with ``--resume`` or replaced
+    with ``--overwrite``, never silently overwritten; a folder that cannot be written is named."""
+    if out is None:
+        return
+    out = Path(out)
+    found = [n for n in RUN_RESULTS if (out / n).exists()]
+    if found and not (overwrite or resume):
+        raise EngineError(f"{flag} {out} holds a run ({', '.join(found)}); continue it with --resume, "
+                          "replace it with --overwrite, or choose another folder")
+    _guard_dir(out, flag)
+    from stfcat.data.safe_fs import clean_stale
+
+    for sub in ("predictions", "quicklook"):
+        clean_stale(out / sub, LEFTOVERS)
+
+
+def refuse_finished_bench(out: Path, run_dirs: list[Path], *, overwrite: bool = False, merge: bool = False) -> None:
+    """``bench`` refuses, before running anything, to replace a leaderboard or a finished run
+    folder it would write, unless ``--overwrite`` (replace) or ``--merge`` (replace the pairs run
+    now, keep the leaderboard's other rows) says so."""
+    out = Path(out)
+    if not (overwrite or merge):
+        clash = [out / n for n in BENCH_RESULTS if (out / n).exists()]
+        clash += [d for d in run_dirs if any((Path(d) / n).exists() for n in RUN_RESULTS)]
+        if clash:
+            shown = ", ".join(str(c) for c in clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
+            raise EngineError(f"--out {out}: would replace finished results ({shown}); add --overwrite, or "
+                              "--merge to replace only the pairs run now, or choose another folder")
+    _guard_dir(out, "--out")
+
+
+def check_output_file(out: Path, *, overwrite: bool = False, flag: str = "-o") -> Path:
+    """An output file path that can be written: not a folder, not under a file, not an existing
+    file unless ``overwrite``; its folder is created and cleared of stale leftovers."""
+    out = Path(out)
+    if out.is_dir():
+        raise EngineError(f"{flag} {out}: is a folder; give a file name (e.g. {out / 'fused.tif'})")
+    if out.exists() and not overwrite:
+        raise EngineError(f"{out} exists; add --overwrite to replace it")
+    _guard_dir(out.parent, flag)
+    return out
+
 
 def publish(tmp: str | Path, path: Path) -> None:
     """Move a finished temporary file into place with the permissions of a normally created file:

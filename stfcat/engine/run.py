@@ -119,6 +119,7 @@ def run_experiment(
     config=None,
     hooks=(),
     split: str | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """The protocol for one model on one dataset (see the conventions page). Returns the
     ``metrics.json`` content; raises :class:`EngineError` for bad requests and
@@ -141,6 +142,9 @@ def run_experiment(
                                              config.tile)
     split = config.data.split_kind
     info = resolve_model(model_id)
+    from .outputs import refuse_finished_run
+
+    refuse_finished_run(out, overwrite=overwrite, resume=resume)  # never replace a finished run silently
     from .device import resolve_device
     from .distributed import init_from_env, shutdown
 

@@ -32,7 +32,7 @@ import numpy as np
 from stfcat.models.base import Budget, FusionModel, Recipe, Stage
 
 from .batches import WorkerBatches, load_sampler_state, next_batch, sampler_state
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_model_state
 from .distributed import DistInfo, average_gradients, broadcast_parameters, local_slice
 from .hooks import CheckpointHook, Hook, ProgressHook
 from .optim import EMA, make_optimizer, make_scheduler, with_lr
@@ -358,7 +358,9 @@ def train_model(
                        stages=stages, lr=lr, device=device, dist=dist)
     result = TrainResult()
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        state.load_state_dict(load_checkpoint(Path(checkpoint)))
+        ck = load_checkpoint(Path(checkpoint), flag="--resume")
+        load_model_state(model, ck, checkpoint, (record or {}).get("model_id"))  # names the owner of a foreign one
+        state.load_state_dict(ck)
         result.resumed = True
     if validate is None and (recipe.select == "best" or recipe.patience is not None):
         note("recipe selects on validation but this run has no validation data: keeping the last epoch")

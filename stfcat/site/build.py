@@ -50,7 +50,11 @@ def _prepare_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise SiteError(f"--out {out}: folder is not empty and was not made by `stfcat site build`; "
                         "choose an empty or new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, or no permission
+        raise SiteError(f"--out {out}: cannot create the folder: a parent is not a folder or not writable "
+                        f"({exc.strerror or exc})") from None
     (out / MARKER).write_text("made by `stfcat site build`; regenerated on every build\n", encoding="utf-8")
 
 

@@ -55,6 +55,7 @@ METRIC_DIGITS = {"psnr": 2, "sam": 3, "ergas": 3}  # others: 4 decimals
 SURVEY_TITLE_WORD = "decade"  # the survey this site accompanies: "A decade of deep learning ..."
 
 _URL_RE = re.compile(r"^https?://[^\s/$.?#<>\"'`\\][^\s<>\"'`\\]*$", re.IGNORECASE)
+_MAILTO_RE = re.compile(r"^mailto:[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", re.IGNORECASE)
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|~#!])")
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _HTML_SPECIAL = re.compile(r"[<>&\"'`\\]")
@@ -64,12 +65,27 @@ _TEMPLATES = Path(__file__).resolve().parent / "templates"
 # --- filters ----------------------------------------------------------------------------------
 
 def safe_url(url: object) -> str | None:
-    """``url`` when it is an absolute http(s) URL without spaces, quotes or angle brackets,
-    else None: ``javascript:``, ``data:``, relative or protocol-relative URLs never become links."""
+    """``url`` when it is an absolute http(s) URL, or a ``mailto:`` address, without spaces, quotes or
+    angle brackets, else None: ``javascript:``, ``data:``, relative or protocol-relative catalog URLs
+    never become links (relative links come only from the templates themselves)."""
     if not isinstance(url, str):
         return None
     url = url.strip()
-    return url if _URL_RE.match(url) else None
+    return url if _URL_RE.match(url) or _MAILTO_RE.match(url) else None
+
+
+_RAW_ACTIVE = re.compile(r"([\\\[\]{}|])")
+
+
+def finalize(value: object) -> object:
+    """Applied by jinja to every ``{{ ... }}`` before autoescaping: a plain string that no filter
+    (``md``, ``link``, ``tojson``, ``fenced``) has made safe is put on one line and has the Markdown
+    characters that make links, images or attributes (``[ ] { }``, the backslash, table pipes)
+    escaped, so a template that forgets ``|md`` cannot turn catalog text into a link or an
+    ``onmouseover`` attribute. HTML is escaped afterwards by autoescape."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return Markup(_RAW_ACTIVE.sub(r"\\\1", str(escape(" ".join(value.split())))))
+    return value
 
 
 def _md_escape(text: str) -> str:
@@ -153,6 +169,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         autoescape=True,
+        finalize=finalize,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -65,7 +65,9 @@ class FusionTask(Task):
                 from stfcat.catalog import load_catalog
 
                 cat = load_catalog(Path(catalog))
-            return load_series(dataset, catalog=cat, data_dir=data_dir)
+            from stfcat.data.checks import check_series
+
+            return check_series(load_series(dataset, catalog=cat, data_dir=data_dir))  # bad files named up front
         except KeyError as exc:
             msg = exc.args[0] if exc.args else str(exc)
             raise TaskError(f"--dataset: {msg} (or give the path of a series folder with manifest.json)") from None
