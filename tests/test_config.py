@@ -70,7 +70,7 @@ def test_set_overrides_fields_and_flags_map_onto_the_config(series, tmp_path):
     assert cfg["training"]["num_workers"] == 1
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["history"]) == 1 and m["budget"]["epochs"] == 1 and m["lr"] == 3e-4
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)["train"]
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)["train"]
     assert ck["optimizers"]["main"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # --lr wins over optim.lr
     assert ck["schedulers"] == {} and ck["sampler"] == {"consumed": 2, "num_workers": 1, "seed": 0}
 

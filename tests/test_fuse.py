@@ -430,7 +430,7 @@ def test_derive_ratio_without_georeferencing_uses_the_image_sizes(tmp_path):
         derive_ratio(info(480, 480), {"c1": info(25, 24)})
 
 
-ZOO = [m for m in list_models() if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
+ZOO = [m for m in list_models(task="fusion") if model_info(m).cls.__module__.split(".")[0] in {"stfcat", "stfcat_zoo"}]
 
 
 @pytest.mark.parametrize("name", [m for m in ZOO if not model_info(m).cls.uses_ratio])

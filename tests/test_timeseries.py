@@ -123,7 +123,7 @@ def test_run_of_the_gru_writes_the_outputs_of_an_image_model(data_dir, tmp_path)
     assert (out / "quicklook" / "test.png").stat().st_size > 10_000 and (out / "loss.png").is_file()
     lines = (out / "predictions" / "gru-forecast_test.csv").read_text().splitlines()
     assert lines[0] == "origin,station,h1,h2,h3,h4,h5,h6" and len(lines) == 1 + 12 * m["cases"][0]["forecasts"]
-    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["model_id"] == "gru-forecast" and ck["band_names"][0] == "st01" and ck["config"]["horizon"] == 6
     model = create_model("gru-forecast", **{k: ck["config"][k] for k in ("n_stations", "window", "horizon")})
     model.load_state_dict(ck["model_state"])  # the training statistics travel with the weights

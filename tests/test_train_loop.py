@@ -136,7 +136,7 @@ def test_ema_is_the_hand_computed_average_and_is_what_evaluation_uses(tmp_path):
     for k in ema:
         torch.testing.assert_close(model.state_dict()[k], ema[k], rtol=0, atol=1e-6)
         assert not torch.allclose(ema[k], last_raw[k])
-    ck = torch.load(tmp_path / "c.pt", weights_only=False)
+    ck = torch.load(tmp_path / "c.pt", weights_only=True)
     for k in ema:
         torch.testing.assert_close(ck["model_state"][k], ema[k], rtol=0, atol=1e-6)
         assert torch.equal(ck["train"]["raw_model_state"][k], last_raw[k])
@@ -197,7 +197,7 @@ def test_resume_restores_every_piece_of_state(tmp_path, workers):
     full, rfull = _train(recipe, checkpoint=tmp_path / "full.pt", **kw)
     with pytest.raises(TrainingInterrupted):
         _train(recipe, checkpoint=tmp_path / "part.pt", hooks=[StopAfterSteps(5)], **kw)
-    ck = torch.load(tmp_path / "part.pt", weights_only=False)["train"]
+    ck = torch.load(tmp_path / "part.pt", weights_only=True)["train"]
     assert ck["pos"] == {"stage": 0, "epoch": 1, "step": 2} and not ck["done"]
     part, rpart = _train(recipe, checkpoint=tmp_path / "part.pt", resume=True, **kw)
     assert rpart.resumed and rpart.history == rfull.history and rpart.best == rfull.best
@@ -218,4 +218,4 @@ def test_mixed_precision_path_with_gradient_scaler(monkeypatch, tmp_path):
     assert not torch.equal(a.conv.weight, b.conv.weight)  # bf16 forward: not the float32 arithmetic
     torch.testing.assert_close(a.conv.weight, b.conv.weight, rtol=0.05, atol=0.02)
     assert ra.history[-1]["loss"] < ra.history[0]["loss"]
-    assert torch.load(tmp_path / "a.pt", weights_only=False)["train"]["scaler"]["scale"] > 0
+    assert torch.load(tmp_path / "a.pt", weights_only=True)["train"]["scaler"]["scale"] > 0

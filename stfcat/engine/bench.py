@@ -64,8 +64,8 @@ def run_bench(
         raise ValueError(f"budget must be 'quick' or 'paper', got {budget!r}")
     from .outputs import refuse_finished_bench
 
-    refuse_finished_bench(out, [out / "runs" / f"{m}-{Path(str(d)).name}" for d in datasets
-                                for m in ["delta", *[m for m in models if m not in BASELINES]]],
+    refuse_finished_bench(out, [out / "runs" / f"{m}-{Path(str(d)).name}{suffix}" for d in datasets
+                                for m in _bench_order(models) for suffix in ("", "-spatial")],
                           overwrite=overwrite, merge=merge)
     reported: dict[str, Any] = {}
     if (out / "reported.json").is_file():
