@@ -152,14 +152,18 @@ def test_optimizer_and_scheduler_follow_recipe():
 
 def test_tiled_prediction_matches_whole_image(data_dir):
     """Tiles overlapping by >= halo and blended give the untiled prediction inside the scene."""
+    from dataclasses import replace
+
     from stfcat.data.series import load_series
-    from stfcat.engine.predict import predict_case
+    from stfcat.engine.predict import predict_case, tile_layout
     from stfcat.models import create_model
 
     torch.manual_seed(0)
     model = create_model("tiny-test", bands=6, ratio=16).eval()
     case = load_series(data_dir).cases(1, "test")[0]
-    tiled = predict_case(model, case, tile=16)
+    layout = replace(tile_layout(model), core=16)  # the default core would cover the small scene in one tile
+    assert len(layout.windows(case.series.shape)) > 4
+    tiled = predict_case(model, case, layout=layout)
     batch, _, _ = case.tensors()
     with torch.no_grad():
         whole = model(batch)[0].numpy()

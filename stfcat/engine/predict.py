@@ -165,16 +165,16 @@ def predict_scene(
 
 def predict_windows(model, read: Callable[[Any], Mapping[str, np.ndarray]], shape: tuple[int, int], bands: int,
                     *, device: Any = "cpu", tile: int = DEFAULT_TILE, progress: bool = False, desc: str = "predict",
-                    out: np.ndarray | None = None) -> np.ndarray:
+                    out: np.ndarray | None = None, layout: TileLayout | None = None) -> np.ndarray:
     """One model over a scene: :func:`predict_scene` for a single model."""
     preds, _ = predict_scene({"model": model}, read, shape, bands, device=device, tile=tile, progress=progress,
-                             desc=desc, out={"model": out} if out is not None else None)
+                             desc=desc, out={"model": out} if out is not None else None, layout=layout)
     return preds["model"]
 
 
 def predict_case_multi(models: dict[str, Any], case, *, device: Any = "cpu", tile: int = DEFAULT_TILE,
                        progress: bool = False, stats: dict[str, Any] | None = None,
-                       ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray, dict[str, float]]:
+                       layout: TileLayout | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray, dict[str, float]]:
     """Predict one case with several models, reading each tile once.
 
     Returns ``(predictions by model id, target (B,H,W) with NaN or None, valid mask (H,W),
@@ -193,12 +193,12 @@ def predict_case_multi(models: dict[str, Any], case, *, device: Any = "cpu", til
         return inputs
 
     preds, seconds = predict_scene(models, read, shape, bands, device=device, tile=tile, progress=progress,
-                                   desc=f"predict {case.target_date}", stats=stats)
+                                   desc=f"predict {case.target_date}", stats=stats, layout=layout)
     return preds, target, valid, seconds
 
 
 def predict_case(model, case, *, device: Any = "cpu", tile: int = DEFAULT_TILE, progress: bool = False,
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, layout: TileLayout | None = None) -> np.ndarray:
     """Fine prediction ``(B, H, W)`` float32 for one :class:`stfcat.data.series.Case` (whole scene)."""
     series = case.series
 
@@ -206,4 +206,4 @@ def predict_case(model, case, *, device: Any = "cpu", tile: int = DEFAULT_TILE, 
         return case.read(win)[0]
 
     return predict_windows(model, read, series.shape, len(series.bands), device=device, tile=tile,
-                           progress=progress, desc=f"predict {case.target_date}", out=out)
+                           progress=progress, desc=f"predict {case.target_date}", out=out, layout=layout)
