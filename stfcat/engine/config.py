@@ -93,11 +93,11 @@ class RunConfig(_Section):
 # --------------------------------------------------------------------------- building
 
 def _model_info(model_id: str):
-    from stfcat.models import UnknownModelError, model_info
+    from stfcat.models import RegistryError, UnknownModelError, model_info
 
     try:
         return model_info(model_id)
-    except UnknownModelError as exc:
+    except (UnknownModelError, RegistryError) as exc:  # RegistryError: a model module did not import
         raise EngineError(str(exc)) from None
 
 
