@@ -220,6 +220,19 @@ class Mirror(_Strict):
     )
 
 
+LAYOUTS: dict[str, str] = {
+    "csiro-envi": "CSIRO CIA/LGC archives: ENVI images in YYYY_DOY_MonDD date folders",
+    "dated-geotiff": "GeoTIFFs named <L|F>_YYYY-MM-DD.tif (fine) and <M|C>_YYYY-MM-DD.tif (coarse)",
+    "mirror": "a commit-pinned GitHub copy (access.mirror)",
+    "geotiff-pairs": "declarative: GeoTIFFs whose role and date access.files states",
+    "envi-pairs": "declarative: ENVI images whose role and date access.files states",
+    "imagefusion-kranj": "declarative: the imagefusion Kranj rasters (access.files)",
+    "files": "declarative: any readable rasters whose role and date access.files states",
+}
+"""The importer ids ``access.layout`` may name (see :mod:`stfcat.data.importers`); a closed list so a
+misspelt layout fails validation instead of silently falling back to the declarative importer."""
+
+
 class Access(_Strict):
     """How to get the data: ``direct`` (files below), ``mirror`` (a commit-pinned GitHub copy),
     ``manual`` (instructions, then ``stfcat fetch ID --from ARCHIVE``) or ``external`` (catalog-only)."""
@@ -228,7 +241,15 @@ class Access(_Strict):
     files: list[RemoteFile] = Field(default_factory=list)
     mirror: Mirror | None = None
     instructions: str | None = None
-    layout: str | None = Field(None, description="importer id that normalises the files into a manifest")
+    layout: str | None = Field(None, description="importer id that normalises the files into a manifest "
+                               f"({', '.join(LAYOUTS)})")
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, value: str | None) -> str | None:
+        if value is not None and value not in LAYOUTS:
+            raise ValueError(f"layout {value!r} has no importer; use one of {', '.join(LAYOUTS)}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Access:

@@ -10,13 +10,18 @@
     MODIS file (``M[OY]D09GA_AYYYYDDD...``) is the coarse image, the other ENVI image in the date
     folder(s) (``L5...``/``L7...`` or ``YYYYMMDD_TM``) the fine one. Interleave, data type and
     byte order come from the headers.
-Any other id (``geotiff-pairs``, ``envi-pairs``, ``files``, ``imagefusion-kranj``, ...)
+``dated-geotiff`` (the CIA 250 x 250 fixture)
+    GeoTIFFs whose names carry the role and the date: ``L_YYYY-MM-DD.tif`` or ``F_...`` for the
+    fine image, ``M_YYYY-MM-DD.tif`` or ``C_...`` for the coarse one (``.tiff`` too), anywhere in the
+    tree. Other files (notes, ``.aux.xml`` side files) are ignored; a GeoTIFF whose name does not
+    parse is an error naming it, so a renamed or misplaced image is never silently left out.
+The other ids of :data:`stfcat.schemas.LAYOUTS` (``geotiff-pairs``, ``envi-pairs``, ``files``, ``imagefusion-kranj``)
     The declarative importer: every file in ``access.files`` with ``role`` fine or coarse and a
     ``date`` becomes that date's fine or coarse image; headers, masks and others are kept but not
-    listed. The layout id is a label, except for the per-role scale overrides in
-    :data:`LAYOUT_SCALE` (Kranj MODIS is stored as reflectance x 1 while Landsat is x 10000).
+    listed. The layout id is a label; a file's own ``scale_factor`` overrides the dataset's (Kranj
+    MODIS is stored as reflectance x 1 while Landsat is x 10000).
 
-Both check the result against the YAML's facts (dates, image size, band count) and fail with an
+All check the result against the YAML's facts (dates, image size, band count) and fail with an
 error that names the file or date at fault.
 """
 
@@ -36,6 +41,10 @@ ENVI_DATE_DIR = re.compile(r"^(\d{4})_(\d{3})(?:_.*)?$")
 MODIS_NAME = re.compile(r"^M[OY]D09GA_A(\d{4})(\d{3})", re.IGNORECASE)
 LANDSAT_NAME = re.compile(r"^(L[4578]\d*_\d+|\d{8}_TM)", re.IGNORECASE)
 HEADER_EXT = (".hdr", ".HDR")
+GEOTIFF_EXT = (".tif", ".tiff")
+DATED_NAME = re.compile(r"^(?P<prefix>[A-Za-z]+)_(?P<date>\d{4}-\d{2}-\d{2})\.tiff?$", re.IGNORECASE)
+DATED_PREFIXES = {"L": "fine", "F": "fine", "M": "coarse", "C": "coarse"}
+"""Name prefix -> role of the ``dated-geotiff`` layout: sensor-style (Landsat/MODIS) or generic."""
 
 
 def metres(res: Resolution | None) -> float | None:
@@ -240,6 +249,39 @@ def import_csiro_envi(
     return _finish(ds, folder, pairs, "csiro-envi", write=write, source_extra=source_extra)
 
 
+def _dated_name(path: Path, shown: str) -> tuple[str, str]:
+    """``(role, date)`` of a ``dated-geotiff`` file name, or a :class:`DataError` naming the file as ``shown``."""
+    expected = "<L|F>_YYYY-MM-DD.tif (fine) or <M|C>_YYYY-MM-DD.tif (coarse)"
+    m = DATED_NAME.match(path.name)
+    role = DATED_PREFIXES.get(m.group("prefix").upper()) if m else None
+    if m is None or role is None:
+        raise DataError(f"{shown}: file name does not follow the dated-geotiff layout {expected}")
+    try:
+        date = _dt.date.fromisoformat(m.group("date")).isoformat()
+    except ValueError:
+        raise DataError(f"{shown}: {m.group('date')} in the file name is not a calendar date (YYYY-MM-DD)") from None
+    return role, date
+
+
+def import_dated_geotiff(
+    ds: Dataset, folder: Path, root: Path, *, write: bool = True, source_extra: dict | None = None
+) -> Manifest:
+    """Importer of GeoTIFFs named ``<prefix>_YYYY-MM-DD.tif`` (see :data:`DATED_PREFIXES`)."""
+    pairs: dict[str, dict[str, Path]] = {}
+    for path in sorted(root.rglob("*")):
+        # only GeoTIFFs are images here: SOURCE.md, READMEs and .aux.xml side files are left alone
+        if not path.is_file() or _hidden(path, root) or path.suffix.lower() not in GEOTIFF_EXT:
+            continue
+        # named as inside the user's folder or archive: a manual import reads a staging copy of it
+        shown = path.relative_to(root).as_posix()
+        role, date = _dated_name(path, shown)
+        slot = pairs.setdefault(date, {})
+        if role in slot:
+            raise DataError(f"two {role} images for {date}: {slot[role].relative_to(root).as_posix()} and {shown}")
+        slot[role] = path
+    return _finish(ds, folder, pairs, "dated-geotiff", write=write, source_extra=source_extra)
+
+
 def build_manifest(
     ds: Dataset, folder: Path, files_dir: Path, *, write: bool = True, source_extra: dict | None = None
 ) -> Manifest:
@@ -247,6 +289,8 @@ def build_manifest(
     (only check, when ``write`` is False)."""
     if ds.access.layout == "csiro-envi":
         return import_csiro_envi(ds, folder, files_dir, write=write, source_extra=source_extra)
+    if ds.access.layout == "dated-geotiff":
+        return import_dated_geotiff(ds, folder, files_dir, write=write, source_extra=source_extra)
     if not any(f.role in ("fine", "coarse") for f in ds.access.files):
         raise DataError(
             f"dataset {ds.id!r}: layout {ds.access.layout!r} has no importer and access.files gives no "
