@@ -1,11 +1,13 @@
 """Importers: the CSIRO CIA/LGC layout (ENVI in YYYY_DOY_MonDD folders) from generated archives
-that mimic the real ones, manual datasets (`--from`), and the declarative role/date importer."""
+that mimic the real ones, manual datasets (`--from`), the declarative role/date importer, and the
+dated-geotiff layout (``L_YYYY-MM-DD.tif`` / ``M_YYYY-MM-DD.tif``) of the CIA 250 x 250 fixture."""
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,3 +331,140 @@ def test_bands_are_never_guessed_from_the_file(tmp_path):
         fetch("cia", catalog=cat, data_dir=tmp_path / "d", from_path=src)
     assert not (tmp_path / "d" / "cia" / "manifest.json").exists()
     assert not (tmp_path / "d" / "cia" / "files" / "archive").exists()
+
+
+# --- the dated-geotiff layout: the CIA 250 x 250 fixture (L_YYYY-MM-DD.tif / M_YYYY-MM-DD.tif) -----------
+REPO_CATALOG = Path(__file__).resolve().parents[1] / "catalog"
+CIA250 = "fixture-cia-e2starfm-250"
+CIA250_BANDS = ["blue", "green", "red", "nir", "swir1", "swir2"]
+CIA250_TRANSFORM = [50.0, 0.0, 401012.5, 0.0, -50.0, 6152787.5]
+
+
+def _dated_folder(root: Path, dates=CIA_DATES, shape=(250, 250), n_bands=6) -> dict[str, tuple]:
+    """Generated data in the layout of ../shared/data/real/cia-e2starfm-250: ``L_<date>.tif`` (fine) and
+    ``M_<date>.tif`` (coarse, already on the fine grid: 10x10 block means), float32 reflectance 0..1,
+    UTM 55 S with 50 m pixels, no nodata, and a SOURCE.md beside the images."""
+    from stfcat.data.readers import write_geotiff
+
+    rng = np.random.default_rng(11)
+    h, w = shape
+    truth = {}
+    for d in dates:
+        fine = rng.uniform(0.0, 0.6, (n_bands, h, w)).astype(np.float32)
+        coarse = fine.reshape(n_bands, h // 10, 10, w // 10, 10).mean(axis=(2, 4)).repeat(10, 1).repeat(10, 2)
+        for name, img in ((f"L_{d}.tif", fine), (f"M_{d}.tif", coarse)):
+            write_geotiff(root / name, img.astype(np.float32), crs="EPSG:32755", transform=CIA250_TRANSFORM)
+        truth[d] = (fine, coarse)
+    (root / "SOURCE.md").write_text("# generated stand-in for the CIA 250 x 250 fixture\n")
+    return truth
+
+
+def _cli_fetch(*args: str):
+    from typer.testing import CliRunner
+
+    from stfcat.cli.main import app
+
+    # the repository's catalog, whatever checkout the installed package points at
+    return CliRunner().invoke(app, ["fetch", *args, "--catalog", str(REPO_CATALOG)])
+
+
+@pytest.mark.parametrize("form", ["folder", "zip"])
+def test_cia250_fetch_from_a_dated_geotiff_folder(tmp_path, form):
+    src = tmp_path / "cia-e2starfm-250"
+    truth = _dated_folder(src)
+    from_path = src if form == "folder" else _zip_folder(src, tmp_path / "cia250.zip")
+    r = _cli_fetch(CIA250, "--from", str(from_path), "--dir", str(tmp_path / "data"))
+    assert r.exit_code == 0, r.output
+    s = load_series(CIA250, data_dir=tmp_path / "data")
+    m = s.manifest
+    assert s.dates == CIA_DATES and s.bands == CIA250_BANDS and s.shape == (250, 250)
+    assert m.ratio == 10 and m.fine_resolution == 50 and m.coarse_resolution == 500
+    assert m.crs == "EPSG:32755" and m.transform == pytest.approx(CIA250_TRANSFORM)
+    assert s.split == {"train": ["2001-10-08", "2001-11-02"], "val": [], "test": ["2001-10-17"]}
+    assert s.spatial is not None and s.spatial.test == "right-third" and s.spatial.guard == "auto"
+    assert m.source["layout"] == "dated-geotiff"
+    for d, (fine, coarse) in truth.items():
+        assert s.path(d, "fine").name == f"L_{d}.tif" and s.path(d, "coarse").name == f"M_{d}.tif"
+        np.testing.assert_allclose(s.read_fine(d), fine, rtol=1e-6)
+        np.testing.assert_allclose(s.read_coarse(d), coarse, rtol=1e-6)
+    # the two-reference case of the split: F1 = 10-08, F3 = 11-02 -> 10-17
+    assert [(c.ref_dates, c.target_date) for c in s.cases(2, "test")] == [
+        (("2001-10-08", "2001-11-02"), "2001-10-17")]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [("M_20011017.tif", "does not follow the dated-geotiff layout"),
+     ("X_2001-10-17.tif", "does not follow the dated-geotiff layout"),
+     ("M_2001-10-32.tif", "not a calendar date")],
+)
+def test_cia250_bad_file_name_is_a_one_line_error_naming_the_file(tmp_path, bad, why):
+    src = tmp_path / "src"
+    _dated_folder(src, shape=(250, 250))
+    (src / "M_2001-10-17.tif").rename(src / bad)
+    r = _cli_fetch(CIA250, "--from", str(src), "--dir", str(tmp_path / "data"))
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and bad in lines[0] and why in lines[0], r.output
+    # refused before anything moved: no manifest and no imported archive
+    folder = tmp_path / "data" / CIA250
+    assert not (folder / "manifest.json").exists() and not (folder / "files" / "archive").exists()
+
+
+def _dated_catalog(tmp_path, dates) -> Path:
+    cat = tmp_path / "catalog"
+    dataset_yaml(cat, "dated", {"kind": "manual", "layout": "dated-geotiff", "instructions": "Ask the authors."},
+                 dates=dates, scale_factor=1.0)
+    return cat
+
+
+def test_dated_geotiff_prefixes_side_files_and_duplicates(tmp_path):
+    from stfcat.data.readers import write_geotiff
+
+    dates = ["2020-01-01", "2020-02-01"]
+    src = tmp_path / "src" / "top"
+    write_geotiff(src / "F_2020-01-01.tiff", np.full((2, 8, 8), 0.1, np.float32))
+    write_geotiff(src / "C_2020-01-01.TIF", np.full((2, 8, 8), 0.2, np.float32))
+    write_geotiff(src / "sub" / "L_2020-02-01.tif", np.full((2, 8, 8), 0.3, np.float32))
+    write_geotiff(src / "sub" / "M_2020-02-01.tif", np.full((2, 8, 8), 0.4, np.float32))
+    (src / "L_2020-02-01.tif.aux.xml").write_text("<PAMDataset/>")  # GDAL side file: not an image
+    (src / "notes.txt").write_text("not an image")
+    cat = _dated_catalog(tmp_path, dates)
+    assert fetch("dated", catalog=cat, data_dir=tmp_path / "data", from_path=src.parent).ok
+    s = load_series("dated", data_dir=tmp_path / "data")
+    assert s.dates == dates
+    np.testing.assert_allclose(s.read_coarse("2020-01-01"), 0.2, rtol=1e-6)
+    np.testing.assert_allclose(s.read_fine("2020-02-01"), 0.3, rtol=1e-6)
+    # a second fine image of a date (another prefix, same date) is refused, naming both files
+    write_geotiff(src / "F_2020-02-01.tif", np.full((2, 8, 8), 0.3, np.float32))
+    with pytest.raises(DataError, match=r"two fine images for 2020-02-01: top/F_2020-02-01\.tif and top/sub/L_2020-02-01\.tif"):
+        fetch("dated", catalog=cat, data_dir=tmp_path / "data", from_path=src.parent)
+
+
+def test_unknown_layout_fails_validation(tmp_path):
+    from stfcat.catalog import CatalogError, load_catalog
+
+    dataset_yaml(tmp_path / "catalog", "typo", {"kind": "manual", "layout": "dated-geotif", "instructions": "x"})
+    with pytest.raises(CatalogError, match=r"layout 'dated-geotif' has no importer; use one of .*dated-geotiff"):
+        load_catalog(tmp_path / "catalog")
+
+
+def test_cia250_real_folder_imports(tmp_path):
+    """The real fixture (skipped where ../shared/data/real is absent): SOURCE.md's facts."""
+    from test_data_helpers import REAL
+
+    src = REAL / "cia-e2starfm-250"
+    if not src.is_dir():
+        pytest.skip(f"real test data absent: {src} (the shared fixtures live in ../shared/data/real)")
+    r = _cli_fetch(CIA250, "--from", str(src), "--dir", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    s = load_series(CIA250, data_dir=tmp_path)
+    assert s.dates == CIA_DATES and s.bands == CIA250_BANDS and s.ratio == 10 and s.shape == (250, 250)
+    assert s.manifest.crs == "EPSG:32755" and s.manifest.transform == pytest.approx(CIA250_TRANSFORM)
+    assert s.split["test"] == ["2001-10-17"]
+    # SOURCE.md: file means 0.1251 (L 10-08) and 0.1238 (M 10-17); the reading rule masks the few water
+    # pixels below -0.01 and clips the rest of the negatives to 0, which moves the mean by far less than 1e-3
+    assert float(np.nanmean(s.read_fine("2001-10-08"))) == pytest.approx(0.1251, abs=1e-3)
+    assert float(np.nanmean(s.read_coarse("2001-10-17"))) == pytest.approx(0.1238, abs=1e-3)
+    (case,) = s.cases(2, "test")
+    assert case.ref_dates == ("2001-10-08", "2001-11-02") and case.target_date == "2001-10-17"

@@ -232,29 +232,9 @@ def _real(tmp_path, ds_id: str, folder: str):
     return load_series(ds_id, data_dir=tmp_path)
 
 
-def _cia(tmp_path):
-    """The CIA 250 x 250 x 6 fixture through a hand-written manifest (files linked, not copied)."""
-    from test_data_helpers import REAL
-
-    src = REAL / "cia-e2starfm-250"
-    if not src.is_dir():
-        pytest.skip(f"real test data absent: {src} (the shared fixtures live in ../shared/data/real)")
-    folder = tmp_path / "cia"
-    folder.mkdir()
-    dates = ["2001-10-08", "2001-10-17", "2001-11-02"]
-    for d in dates:
-        for k in "LM":
-            (folder / f"{k}_{d}.tif").symlink_to(src / f"{k}_{d}.tif")
-    m = Manifest(name="cia-e2starfm-250", bands=["blue", "green", "red", "nir", "swir1", "swir2"], ratio=10,
-                 shape=(250, 250), split={"train": [dates[0], dates[2]], "test": [dates[1]], "spatial": SPATIAL},
-                 pairs=[{"date": d, "fine": {"path": f"L_{d}.tif"}, "coarse": {"path": f"M_{d}.tif"}} for d in dates])
-    write_manifest(m, folder)
-    return load_series(folder)
-
-
 FIXTURES = [("fixture-lgc-fsdaf", "fsdaf-testdata-lgc", 2), ("fixture-shenzhen", "shenzhen-l7-modis", 2),
             ("fixture-kranj", "imagefusion-kranj", 3), ("fixture-realset1", "imagefusion-realset1", 3),
-            ("cia", "cia-e2starfm-250", 3)]
+            ("fixture-cia-e2starfm-250", "cia-e2starfm-250", 3)]
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -262,7 +242,7 @@ FIXTURES = [("fixture-lgc-fsdaf", "fsdaf-testdata-lgc", 2), ("fixture-shenzhen",
 def test_every_real_fixture_has_cases_for_one_and_two_reference_models(tmp_path, ds_id, folder, n_dates):
     from stfcat.data.splits import available_splits
 
-    s = _cia(tmp_path) if ds_id == "cia" else _real(tmp_path, ds_id, folder)
+    s = _real(tmp_path, ds_id, folder)
     assert len(s.dates) == n_dates and s.spatial is not None
     rf = 8 if min(s.shape) < 100 else 32
     for n_refs in (1, 2) if n_dates == 3 else (1,):
@@ -304,3 +284,21 @@ def test_bench_runs_both_splits_and_labels_them(spatial_series, tmp_path):
     assert by["tiny-test", "spatial split"]["val_metrics"]["rmse"] != by["tiny-test", "spatial split"]["metrics"]["rmse"]
     assert by["tiny-test", "test"]["val_metrics"] is None
     assert "validation RMSE" in md
+
+
+def test_cia250_fixture_declares_a_guarded_spatial_split(tmp_path):
+    """The CIA 250 x 250 fixture, imported through its catalog entry: a right-third test region, a
+    validation strip and a guard band at least the model's receptive field wide around both."""
+    from stfcat.data.splits import dilate, intersects, spatial_regions
+
+    s = _real(tmp_path, "fixture-cia-e2starfm-250", "cia-e2starfm-250")
+    assert s.spatial is not None and s.spatial.test == "right-third" and s.spatial.guard == "auto"
+    assert s.spatial.note and "guard band" in s.spatial.note
+    for rf in (0, 8, 32):
+        r = spatial_regions(s.spatial, s.shape, rf, "fixture-cia-e2starfm-250")
+        assert r.test == (0, 250, 250 - 83, 250) and r.val is not None and r.guard >= rf
+        assert not intersects(r.train, dilate(r.test, r.guard, s.shape))
+        assert not intersects(r.train, dilate(r.val, r.guard, s.shape))
+    train = s.cases(2, "train", kind="spatial", receptive_field=32)
+    test = s.cases(2, "test", kind="spatial")
+    assert train and [(c.ref_dates, c.target_date) for c in test] == [(("2001-10-08", "2001-11-02"), "2001-10-17")]
