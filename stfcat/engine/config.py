@@ -112,7 +112,9 @@ def default_config(model_id: str, dataset: str = "demo", *, full_recipe: bool = 
     cfg = RunConfig(model=ModelSection(id=info.id), data=DataSection(dataset=str(dataset)))
     if info.trainable and info.recipe is not None:
         r = info.recipe
-        cfg.optim = OptimSection(**asdict(r.optim))
+        optim, args = r.for_budget(full_recipe)  # the quick budget may start differently (recorded)
+        cfg.model.args = args
+        cfg.optim = OptimSection(**asdict(optim))
         cfg.budget = _budget_section(r, "paper" if full_recipe else "quick")
         cfg.training = TrainingSection(**{k: getattr(r, k) for k in TrainingSection.model_fields if hasattr(r, k)})
     return cfg
@@ -133,8 +135,13 @@ def build_config(model_id: str | None = None, config_file: Path | None = None, *
                               f"(leave MODEL out, or --set model.id={model_id})")
         if dataset is not None:
             cfg.data = DataSection(dataset=str(dataset))
-        if full_recipe and cfg.budget is not None:
-            cfg.budget = _budget_section(_model_info(cfg.model.id).recipe, "paper")
+        if full_recipe and cfg.budget is not None:  # the paper's budget, optimiser and model
+            recipe = _model_info(cfg.model.id).recipe
+            quick_args = recipe.for_budget(False)[1]
+            cfg.budget = _budget_section(recipe, "paper")
+            cfg.optim = OptimSection(**asdict(recipe.optim))
+            cfg.model.args = {k: v for k, v in cfg.model.args.items()
+                              if k not in quick_args or v != quick_args[k]}
     elif model_id is None:
         raise EngineError("give a MODEL id or --config FILE (a run folder's config.yaml)")
     else:

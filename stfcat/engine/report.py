@@ -29,13 +29,18 @@ def rich_table(result: dict[str, Any]):
     t = Table(title=f"{result['model']} on {result['dataset']} ({result['split']}, {len(result['cases'])} case(s), "
                     f"mean over cases)")
     t.add_column("metric", style="bold", no_wrap=True)
-    methods = list(result["mean"])
+    mean = dict(result["mean"])
+    untrained = (result.get("untrained") or {}).get("mean")
+    methods = list(mean)
+    if untrained:  # the same model before training, beside the trained one
+        methods.insert(methods.index(result["model"]) + 1, "untrained")
+        mean["untrained"] = untrained
     for method in methods:
         t.add_column(method, justify="right", no_wrap=True,
                      style="bold cyan" if method == result["model"] else None)
     for m in _table_metrics(result):
         t.add_row(f"{m.upper()} {ARROWS.get(m.split('_')[0], '')}".rstrip(),
-                  *(fmt(result["mean"][k].get(m)) for k in methods))
+                  *(fmt(mean[k].get(m)) for k in methods))
     return t
 
 

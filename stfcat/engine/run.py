@@ -6,6 +6,7 @@ comes from the model's task (:mod:`stfcat.tasks`); :func:`evaluate` scores any l
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import subprocess
 from dataclasses import dataclass, field
@@ -195,6 +196,10 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
                              scale_factor=extra.pop("scale_factor", None), overrides=overrides), **extra}
     budget = None
     train_res = TrainResult()
+    # the same weights before training: scored on the test cases beside the trained model, so a
+    # row shows whether training moved the score (on --resume the checkpoint is loaded later, in
+    # train_model, so this is the seeded initialisation there too)
+    untrained = copy.deepcopy(model) if info.trainable else None
     # run config: resolved against the data and device, written before training (resume/replay)
     from .config import CONFIG_NAME, recipe_and_budget, resolve, write_config
 
@@ -225,6 +230,10 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     ev = evaluate(task, data, methods, test_cases, device=dev, tile=tile, progress=progress,
                   figures_of=model_id if images else None, out=out)
     val = evaluate(task, data, methods, val_cases, device=dev, tile=tile) if val_cases else None
+    before = None
+    if untrained is not None:
+        before = evaluate(task, data, {model_id: untrained}, test_cases, device=dev, tile=tile)
+        before = {"mean": before.mean[model_id], "cases": [c["metrics"][model_id] for c in before.cases]}
     result = {
         "model": model_id,
         "task": task.name,
@@ -249,6 +258,7 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         "cases": ev.cases,
         "mean": ev.mean,
         "val": None if val is None else {"cases": val.cases, "mean": val.mean},  # reported apart from test
+        "untrained": before,  # the model's test scores with its initial weights (trainable models)
         "stfcat_version": stfcat.__version__,
         "git_commit": git_commit(),
         "config": config.model_dump(mode="json"),

@@ -80,6 +80,35 @@ class Recipe:
     a validation callable; never the test data)."""
     patience: int | None = None
     """Stop early after this many epochs without a lower validation score (needs validation)."""
+    quick_optim: OptimSpec | None = None
+    """Optimiser of the quick budget where the paper's cannot move the weights in it (``None``: the
+    paper's). ``stfcat run --full-recipe`` always uses ``optim``."""
+    quick_args: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments of the quick budget (e.g. a residual start or a normalisation that
+    works at small batch); the full recipe builds the model as the paper does."""
+    quick_notes: str = ""
+    """What the quick recipe changes from the paper, and why (shown on the site and in the note)."""
+
+    def for_budget(self, full: bool) -> tuple[OptimSpec, dict[str, Any]]:
+        """The optimiser and constructor arguments of the quick (``full=False``) or full budget."""
+        if full:
+            return self.optim, {}
+        return self.quick_optim or self.optim, dict(self.quick_args)
+
+    def quick_changes(self) -> list[str]:
+        """One line per difference of the quick recipe from the paper's (empty: none)."""
+        out = []
+        if self.quick_optim is not None and self.quick_optim != self.optim:
+            q, p = self.quick_optim, self.optim
+            diff = [f"{k} {getattr(p, k)!r} -> {getattr(q, k)!r}" for k in
+                    ("name", "lr", "weight_decay", "scheduler", "scheduler_args", "warmup_steps")
+                    if getattr(p, k) != getattr(q, k)]
+            out.append("optimiser: " + ", ".join(diff))
+        if self.quick_args:
+            out.append("model: " + ", ".join(f"{k}={v!r}" for k, v in self.quick_args.items()))
+        if self.quick_notes:
+            out.append(self.quick_notes)
+        return out
 
 
 @dataclass
