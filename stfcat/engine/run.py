@@ -214,9 +214,11 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         if budget.batch % dist.world_size:
             raise EngineError(f"--batch {budget.batch} must be divisible by the {dist.world_size} ranks")
         sampler = task.training_sampler(data, train_cases, budget, seed=seed)
+        validate = validation_score(task, data, model_id, val_cases, recipe, device=dev, tile=tile)
         train_res = train_model(model, sampler, recipe=recipe, budget=budget, seed=seed, device=dev, lr=lr,
                                 checkpoint=ckpt_path, resume=resume, record=record, dist=dist, progress=progress,
-                                hooks=hooks, num_workers=config.training.num_workers if config.training else 0)
+                                hooks=hooks, num_workers=config.training.num_workers if config.training else 0,
+                                validate=validate)
     if dist.enabled:
         import torch.distributed as tdist
 
@@ -254,6 +256,7 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
         "infer_seconds": ev.infer_seconds[model_id],
         "infer_seconds_by_method": ev.infer_seconds,
         "resumed": train_res.resumed,
+        "selected": getattr(train_res, "best", None),  # {"epoch", "score"}: checkpoint picked on validation
         "history": train_res.history,
         "cases": ev.cases,
         "mean": ev.mean,
@@ -273,6 +276,27 @@ def _run(info, dataset, *, dist, dev, epochs, patch, batch, lr, seed, out, resum
     if images:
         loss_curve_png(out / "loss.png", train_res.history, f"{model_id} on {data.name}")
     return RunResult(out, result, 0)
+
+
+def validation_score(task, data, model_id: str, val_cases: list, recipe, *, device, tile: int):
+    """``validate(model)`` for the training loop: the task's primary metric (lower is better) over
+    the validation cases, when the recipe selects a checkpoint or stops early on it; test cases
+    never reach it."""
+    if not val_cases or (recipe.select != "best" and recipe.patience is None):
+        return None
+    import torch
+
+    metric = task.primary_metric
+
+    def score(model) -> float:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            ev = evaluate(task, data, {model_id: model}, val_cases, device=device, tile=tile)
+        model.train(was)
+        return float(ev.mean[model_id][metric])
+
+    return score
 
 
 def run_provenance(task, data, device, config) -> dict[str, Any]:
