@@ -524,3 +524,24 @@ def test_one_and_two_reference_rows_are_separate_tables():
     assert _split_label({"split": "test", "n_refs": 1}) == "test (one reference pair)"
     assert _split_label({"split": "test", "n_refs": 2}) == "test (two reference pairs)"
     assert _split_label({"split": "test"}) == "test"
+
+
+def test_paper_pages_state_what_the_quick_recipe_changes(real_site) -> None:
+    """A model whose quick budget starts differently from the paper says how on its paper page;
+    one without changes has no such section."""
+    from stfcat.models import model_info
+
+    res, catalog = real_site
+    checked = 0
+    for pid, paper in catalog.papers.items():
+        model = paper.implementation.model
+        if not model:
+            continue
+        info = model_info(model)
+        changes = info.recipe.quick_changes() if info.trainable and info.recipe else []
+        text = (res.html_dir / "papers" / f"{pid}.html").read_text(encoding="utf-8")
+        assert ("Quick recipe" in text) == bool(changes), pid
+        for line in changes:
+            assert line.split(":")[0].split()[0] in text, (pid, line)
+        checked += 1
+    assert checked >= 8

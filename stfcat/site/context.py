@@ -205,6 +205,7 @@ class ModelRow:
     n_refs: int | None
     trainable: bool | None
     description: str
+    quick_recipe: tuple[str, ...] = ()  # what `stfcat run`'s quick budget changes from the paper's recipe
 
 
 @dataclass
@@ -237,6 +238,7 @@ def collect_models() -> Models:
         rows.append(ModelRow(
             id=info.id, family=info.family, paper=info.paper, params=info.params,
             n_refs=info.n_refs, trainable=info.trainable, description=info.description,
+            quick_recipe=tuple(info.recipe.quick_changes()) if info.trainable and info.recipe else (),
         ))
     rows.sort(key=lambda m: (m.family != "trivial", m.id))  # baselines first, as in every table
     return Models(rows, problem)

@@ -199,6 +199,7 @@ class PaperView:
     results: list[ResultRow]
     tags: list[str]
     runs: list[Any] = field(default_factory=list)  # stfcat.site.runs.RunSummary of the model and its variants
+    quick_recipe: tuple[str, ...] = ()
     training_charts: list[Markup] = field(default_factory=list)
 
 
@@ -293,6 +294,7 @@ def build_views(catalog: Any, models: Models, results: list[ResultRow], runs: It
             datasets=[(d, catalog.datasets.get(d)) for d in p.datasets],
             model=model, runnable=bool(model and model in registered),
             params=info.params if info else None,
+            quick_recipe=info.quick_recipe if info else (),
             results=by_model.get(model, []) if model else [],
             tags=paper_tags(p),
         ))
