@@ -98,7 +98,7 @@ def n_stages(ratio: int) -> int:
         # at the copy-f1 score); a larger lr with warm-up (the start is fragile with res_scale 0.1
         # blocks) and a cosine decay to zero within the budget
         quick_optim=OptimSpec("adam", lr=5e-4, scheduler="cosine", schedule_unit="step", warmup_steps=15),
-        quick_notes="checkpoint selected on the validation split (select='best')",
+        quick_notes="checkpoint selected on the validation split (select='best', both budgets)",
         select="best",
     ),
 )
