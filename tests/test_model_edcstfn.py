@@ -107,3 +107,39 @@ def test_one_reference_variant_is_the_same_network_on_one_pair():
     batch = {k: torch.rand(1, 4, 32, 32, generator=g) for k in ("f1", "c1", "c2")}
     with torch.no_grad():
         assert torch.equal(one(batch), two(batch))  # without f3/c3 the 2-ref net is the 1-ref one
+
+
+def test_quick_recipe_starts_at_the_fine_reference_and_full_recipe_as_published():
+    # the quick budget's identity start: the untrained network already reproduces F1 (one pair) and
+    # the mean of the references (two pairs, equal weights while the residual features are zero),
+    # so the short budget is spent on the change, not on relearning F1 through six convolutions
+    from stfcat.models import model_info
+
+    recipe = model_info("edcstfn").recipe
+    optim, args = recipe.for_budget(full=False)
+    assert args["init"] == "identity" and optim.warmup_steps > 0 and recipe.select == "best"
+    b = _batch(size=20, bands=6, n=1)
+    one = {k: b[k] for k in ("f1", "c1", "c2")}
+    torch.manual_seed(0)
+    quick = create_model("edcstfn", bands=6, **args).eval()
+    quick1 = create_model("edcstfn-1ref", bands=6, **args).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(quick1(one), b["f1"])
+        torch.testing.assert_close(quick(b), (b["f1"] + b["f3"]) / 2)
+    # same parameters; the config rebuilds the quick model (checkpoints, stfcat fuse --weights)
+    assert count_parameters(quick) == 284_134
+    rebuilt = create_model("edcstfn", **quick.config())
+    assert (rebuilt.init, rebuilt.pad, rebuilt.ae_share) == ("identity", "replicate", 0.1)
+    assert [s.share for s in quick.stages()] == [0.1, 0.9]
+    # the full recipe builds the published network: default init, which does not start at F1
+    assert recipe.for_budget(full=True)[1] == {}
+    paper = create_model("edcstfn-1ref", bands=6).eval()
+    with torch.no_grad():
+        assert (paper(one) - b["f1"]).abs().mean() > 0.05
+    # the zeroed conv still learns: one step moves the residual features off zero
+    quick1.train()
+    opt = torch.optim.Adam(quick1.fusion_parameters(), lr=1e-3)
+    loss = torch.nn.functional.mse_loss(quick1(one), b["c2"])
+    loss.backward()
+    opt.step()
+    assert quick1.residual[-1].weight.abs().sum() > 0

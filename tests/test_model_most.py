@@ -62,3 +62,20 @@ def test_reference_role_change_vs_sr_mode():
         torch.testing.assert_close(sr(b), sr(dict(b, f1=b["f1"] + 1, c1=b["c1"] + 1)))  # C2 only
     with pytest.raises(ValueError, match="mode"):
         create_model("most", mode="nope")
+
+
+
+def test_quick_recipe_can_move_the_zero_started_tail():
+    # EDSR's lr 1e-4 hardly moved the zero-started tail in the quick budget (the quick model stayed
+    # near the copy-f1 score): the quick optimiser warms up to a larger lr and decays it to zero
+    # within the budget; patches hold 16 x 16 native cells, not 8 x 8 mostly padding
+    from stfcat.engine.optim import iteration_factor
+
+    recipe = model_info("most").recipe
+    quick, args = recipe.for_budget(full=False)
+    paper, _ = recipe.for_budget(full=True)
+    assert paper.lr == 1e-4 and quick.lr >= 5 * paper.lr and args == {}
+    steps = recipe.quick.epochs * recipe.quick.steps_per_epoch
+    f = iteration_factor(quick, recipe.quick.epochs, recipe.quick.steps_per_epoch, quick.lr)
+    assert f(0) < 0.1 and f(quick.warmup_steps) > 0.95 and f(steps - 1) < 0.01
+    assert recipe.quick.patch // 16 >= 16 and recipe.select == "best"
