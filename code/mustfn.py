@@ -2,7 +2,8 @@
 
 Inputs (two references, t1 < t2 < t3): the fine stack ``[F1, F3]`` and the coarse stack
 ``[C1, C2, C3]`` (coarse already on the fine grid, as in the paper: MUSTFN resamples MODIS to the
-fine grid before the network, so ``ratio`` is not used inside). Output: F2 through a sigmoid.
+fine grid before the network, so ``ratio`` is not used inside). Output: F2 through a sigmoid
+(official; the quick recipe uses a residual output, see the end).
 
 Architecture (facts from the official code, github.com/qpyeah/MUSTFN @ 6456a6a; our own code):
 
@@ -54,11 +55,26 @@ Deviations (also in catalog/papers/mustfn.yaml):
   so near-zero or negative reflectance cannot blow it up.
 * The official cloud mask (zeroing cloudy pixels of inputs, prediction and target) is not
   applied: stfcat fills invalid pixels before the model and excludes them from the metrics.
+
+Quick budget only (``Recipe.quick_args``; ``--full-recipe`` and ``create_model`` defaults build the
+official network above, ``norm="batch", output="sigmoid"``, with the same parameter count):
+
+* ``norm="group"``: GroupNorm (8 groups, or gcd(width, 8)) instead of BatchNorm. Same affine
+  parameters and names; BatchNorm's running statistics of a few batch-2 64 px patches did not match
+  the training-mode statistics, so eval-mode output left the reflectance range (test RMSE ~0.23).
+  GroupNorm normalises each sample over the tile, so tiled prediction of a scene larger than one tile
+  depends a little more on the tile than with BatchNorm (``tile_exact`` is False already).
+* ``output="residual"``: prediction = ``reference_start`` + head output (no sigmoid; the sigmoid
+  saturated in a short budget). The head's last 1x1 conv starts at zero, so the untrained model
+  predicts the start exactly. ``start="delta"`` (quick default): the mean of ``F_k + (C2 - C_k)``
+  over both references; ``start="mean"``: the mean of the two fine references.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -72,22 +88,49 @@ EPOCHS = 360
 SSIM_FROM_EPOCH = 20
 _SSIM_L = 1.6384  # dynamic range used by the official SSIM constants
 _NIR_NAMES = {"nir", "near-infrared", "near_infrared", "nir1"}
+# quick budget only (--full-recipe builds the official BatchNorm + sigmoid network): see the docstring
+QUICK_ARGS: dict[str, str] = {"norm": "group", "output": "residual", "start": "delta"}
+QUICK_NOTES = ("GroupNorm instead of BatchNorm (running statistics of a few batch-2 patches made eval-mode "
+               "output unstable) and a residual output (two-reference delta start, mean of F_k + C2 - C_k, "
+               "plus a learned correction that is zero at init) instead of the sigmoid, which saturated in "
+               "a short budget.")
 
 
-def _cbr(cin: int, cout: int, k: int = 3, *, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
-    """Bias-free conv + BN + ReLU with replication padding ('same' size at stride 1)."""
+Norm = Literal["batch", "group"]
+Output = Literal["sigmoid", "residual"]
+Start = Literal["mean", "delta"]
+STARTS: tuple[str, ...] = ("mean", "delta")
+NORMS: tuple[str, ...] = ("batch", "group")
+OUTPUTS: tuple[str, ...] = ("sigmoid", "residual")
+GROUPS = 8  # GroupNorm groups where the width allows (gcd with the width otherwise)
+
+
+def _norm(ch: int, norm: Norm) -> nn.Module:
+    """BatchNorm (official) or GroupNorm: the same affine parameters (weight and bias per channel),
+    but statistics of each sample instead of running batch statistics, so small-batch training and
+    eval-mode prediction normalise alike."""
+    if norm == "batch":
+        return nn.BatchNorm2d(ch)
+    # gcd keeps every width valid (e.g. 2*bands + 3*bands channels for odd band counts)
+    return nn.GroupNorm(math.gcd(ch, GROUPS), ch)
+
+
+def _cbr(cin: int, cout: int, k: int = 3, *, stride: int = 1, dilation: int = 1, groups: int = 1,
+         norm: Norm = "batch") -> nn.Sequential:
+    """Bias-free conv + norm + ReLU with replication padding ('same' size at stride 1)."""
     pad = dilation * (k - 1) // 2
     conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, groups=groups,
                      bias=False, padding_mode="replicate" if pad else "zeros")
-    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(conv, _norm(cout, norm), nn.ReLU(inplace=True))
 
 
 class _Bottleneck(nn.Sequential):
-    """1x1 expand -> 3x3 (depthwise when ``depthwise``) -> 1x1 back, each conv-BN-ReLU."""
+    """1x1 expand -> 3x3 (depthwise when ``depthwise``) -> 1x1 back, each conv-norm-ReLU."""
 
-    def __init__(self, ch: int, expand: int, depthwise: bool = False) -> None:
+    def __init__(self, ch: int, expand: int, depthwise: bool = False, norm: Norm = "batch") -> None:
         mid = ch * expand
-        super().__init__(_cbr(ch, mid, 1), _cbr(mid, mid, 3, groups=mid if depthwise else 1), _cbr(mid, ch, 1))
+        super().__init__(_cbr(ch, mid, 1, norm=norm), _cbr(mid, mid, 3, groups=mid if depthwise else 1, norm=norm),
+                         _cbr(mid, ch, 1, norm=norm))
 
 
 class _ChannelAttention(nn.Module):
@@ -135,6 +178,8 @@ def _resolve_ndvi_bands(bands: int, band_names: Sequence[str] | None, red: int |
         paper=Budget(epochs=EPOCHS, patch=256, batch=6, steps_per_epoch=50),
         notes="Official script: 360 epochs over its tile list, batch 6, 256x256 tiles; SSIM term from "
               "epoch 20 (stage 2). steps_per_epoch depends on the data set; 50 is ours.",
+        quick_args=QUICK_ARGS,
+        quick_notes=QUICK_NOTES,
     ),
 )
 class MUSTFN(FusionModel):
@@ -152,8 +197,16 @@ class MUSTFN(FusionModel):
 
     def __init__(self, bands: int = 6, ratio: int = 16, *, coarse_bands: int | None = None,
                  band_names: Sequence[str] | None = None, red: int | None = None, nir: int | None = None,
-                 band_std: Sequence[float] | None = None) -> None:
+                 band_std: Sequence[float] | None = None, norm: Norm = "batch", output: Output = "sigmoid",
+                 start: Start = "mean") -> None:
         super().__init__(bands, ratio)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        self.norm, self.output, self.start = norm, output, start
         self.coarse_bands = bands if coarse_bands is None else int(coarse_bands)
         if self.coarse_bands < 1:
             raise ValueError(f"coarse_bands must be >= 1, got {coarse_bands}")
@@ -167,37 +220,55 @@ class MUSTFN(FusionModel):
 
         fine_ch, coarse_ch = 2 * bands, 3 * self.coarse_bands
         c0 = fine_ch + coarse_ch
-        self.fine_stem = nn.Sequential(_cbr(fine_ch, fine_ch), _cbr(fine_ch, fine_ch))
-        self.coarse_stem = nn.Sequential(_cbr(coarse_ch, coarse_ch), _cbr(coarse_ch, coarse_ch))
-        self.feature1 = nn.Sequential(_cbr(c0, 2 * c0, 1), _cbr(2 * c0, 2 * c0, 3, groups=2 * c0),
-                                      _cbr(2 * c0, c0, 1))
+        def cbr(cin: int, cout: int, k: int = 3, **kw) -> nn.Sequential:
+            return _cbr(cin, cout, k, norm=norm, **kw)
+
+        self.fine_stem = nn.Sequential(cbr(fine_ch, fine_ch), cbr(fine_ch, fine_ch))
+        self.coarse_stem = nn.Sequential(cbr(coarse_ch, coarse_ch), cbr(coarse_ch, coarse_ch))
+        self.feature1 = nn.Sequential(cbr(c0, 2 * c0, 1), cbr(2 * c0, 2 * c0, 3, groups=2 * c0),
+                                      cbr(2 * c0, c0, 1))
         w = 66  # the official width of feature1, kept as the base width whatever the input bands
-        self.down2 = _cbr(2 * c0, 2 * w, stride=2, dilation=2)
-        self.feature2 = _Bottleneck(2 * w, 2)
-        self.down3 = _cbr(2 * w, 4 * w, stride=2, dilation=2)
-        self.feature3 = _Bottleneck(4 * w, 2)
-        self.pyramid = nn.ModuleList(_cbr(2 * w, 4 * w, 1) for _ in (2, 4, 8))
-        self.pyramid_merge = _cbr(3 * 4 * w, 4 * w, 1)
-        self.dilated = nn.ModuleList(_cbr(4 * w, 6 * w, dilation=r) for r in (2, 4, 8))
-        self.dilated_merge = _cbr(3 * 6 * w, 6 * w, 1)
+        self.down2 = cbr(2 * c0, 2 * w, stride=2, dilation=2)
+        self.feature2 = _Bottleneck(2 * w, 2, norm=norm)
+        self.down3 = cbr(2 * w, 4 * w, stride=2, dilation=2)
+        self.feature3 = _Bottleneck(4 * w, 2, norm=norm)
+        self.pyramid = nn.ModuleList(cbr(2 * w, 4 * w, 1) for _ in (2, 4, 8))
+        self.pyramid_merge = cbr(3 * 4 * w, 4 * w, 1)
+        self.dilated = nn.ModuleList(cbr(4 * w, 6 * w, dilation=r) for r in (2, 4, 8))
+        self.dilated_merge = cbr(3 * 6 * w, 6 * w, 1)
         merged = 2 * c0 + 4 * w + 6 * w
         self.attention = _ChannelAttention(merged, 150)
-        self.head = nn.Sequential(_cbr(merged, 128), _cbr(128, 64), nn.Conv2d(64, bands, 1, bias=False), nn.Sigmoid())
+        # residual: the head's image is a correction of the reference start, unbounded (no sigmoid);
+        # Identity keeps the module indices, so both outputs share state_dict keys
+        last = nn.Sigmoid() if output == "sigmoid" else nn.Identity()
+        self.head = nn.Sequential(cbr(merged, 128), cbr(128, 64), nn.Conv2d(64, bands, 1, bias=False), last)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # as the official feature net: He-normal with fan-out (k*k*out), BN weight 1, bias 0
+        # as the official feature net: He-normal with fan-out (k*k*out), norm weight 1, bias 0
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.output == "residual":
+            # zero correction at init: the untrained model predicts the reference start exactly,
+            # instead of a He-scaled random image added to it
+            nn.init.zeros_(self.head[2].weight)
 
     def config(self) -> dict:
         return {**super().config(), "coarse_bands": self.coarse_bands, "band_names": self.band_names,
                 "red": self._red, "nir": self._nir,
-                "band_std": list(self._std_arg) if self._std_arg is not None else None}
+                "band_std": list(self._std_arg) if self._std_arg is not None else None,
+                "norm": self.norm, "output": self.output, "start": self.start}
+
+    def reference_start(self, batch: dict[str, Tensor]) -> Tensor:
+        """The image the residual output corrects: ``mean``, the average of the two fine references
+        (no temporal change); ``delta``, the average of ``F_k + (C2 - C_k)`` over both references."""
+        if self.start == "mean":
+            return (batch["f1"] + batch["f3"]) / 2
+        return (batch["f1"] - batch["c1"] + batch["f3"] - batch["c3"]) / 2 + batch["c2"]
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         fine = torch.cat([batch["f1"], batch["f3"]], dim=1)
@@ -219,7 +290,8 @@ class MUSTFN(FusionModel):
         pools = [up(conv(F.avg_pool2d(f2, k, ceil_mode=True))) for conv, k in zip(self.pyramid, (2, 4, 8), strict=True)]
         p = self.pyramid_merge(torch.cat(pools, dim=1))
         d = up(self.dilated_merge(torch.cat([conv(f3) for conv in self.dilated], dim=1)))
-        return self.head(self.attention(torch.cat([f1, p, d], dim=1)))
+        out = self.head(self.attention(torch.cat([f1, p, d], dim=1)))
+        return out if self.output == "sigmoid" else self.reference_start(batch) + out
 
     # -- loss -------------------------------------------------------------------------------------
     def _spectral_ndvi(self, pred: Tensor, target: Tensor) -> Tensor:

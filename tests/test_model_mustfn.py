@@ -1,5 +1,6 @@
 """MUSTFN specifics: official parameter count, size-agnostic pyramid pooling, NDVI band rule,
-global SSIM, the two loss stages (SSIM from epoch 20) and fusion output after each stage."""
+global SSIM, the two loss stages (SSIM from epoch 20) and fusion output after each stage, and the
+quick recipe's model (GroupNorm, residual output) that learns at batch 2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from stfcat_zoo.mustfn import EPOCHS, OFFICIAL_BAND_STD, SSIM_FROM_EPOCH, global_ssim
 
+from stfcat.engine.checkpoint import model_from_checkpoint, model_record
 from stfcat.models import count_parameters, create_model, model_info
 
 
@@ -121,3 +123,68 @@ def test_two_stages_ssim_from_epoch_20_and_fusion_output_after_each():
         s1, s2 = m.loss_without_ssim(b, target), m.loss(b, target)
         expect = 0.1 * (1 - global_ssim(m(b), target, data_range=1.6384))  # the official constants
     torch.testing.assert_close(s2 - s1, expect, rtol=1e-4, atol=1e-5)
+
+
+def _quick_model(bands: int = 4) -> torch.nn.Module:
+    return create_model("mustfn", bands=bands, **model_info("mustfn").recipe.for_budget(False)[1])
+
+
+def test_quick_recipe_builds_group_norm_residual_model_and_full_recipe_the_official_one():
+    recipe = model_info("mustfn").recipe
+    assert recipe.for_budget(True)[1] == {}  # --full-recipe: the paper's BatchNorm + sigmoid network
+    official = create_model("mustfn", bands=6)
+    assert (official.norm, official.output) == ("batch", "sigmoid")
+    quick = _quick_model(6)
+    assert (quick.norm, quick.output) == ("group", "residual")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in quick.modules())
+    # GroupNorm has BatchNorm's affine parameters: the same count and parameter names
+    assert count_parameters(quick) == count_parameters(official) == 8_641_932
+    assert [n for n, _ in quick.named_parameters()] == [n for n, _ in official.named_parameters()]
+    with pytest.raises(ValueError, match="norm"):
+        create_model("mustfn", norm="layer")
+    with pytest.raises(ValueError, match="output"):
+        create_model("mustfn", output="tanh")
+
+
+@pytest.mark.parametrize("start", ["mean", "delta"])
+def test_residual_output_equals_its_reference_start_at_init(start):
+    m = create_model("mustfn", bands=4, norm="group", output="residual", start=start).eval()
+    b = _batch(bands=4, n=1)
+    expect = {"mean": (b["f1"] + b["f3"]) / 2,
+              "delta": ((b["f1"] + b["c2"] - b["c1"]) + (b["f3"] + b["c2"] - b["c3"])) / 2}[start]
+    with torch.no_grad():
+        torch.testing.assert_close(m(b), expect)
+        torch.testing.assert_close(m.reference_start(b), expect)
+
+
+def test_quick_model_predicts_in_eval_mode_as_in_training_after_batch2_steps():
+    # the issue: BatchNorm's running statistics of a few batch-2 patches do not match the patch
+    # statistics the network trained with, so eval-mode output left the reflectance range
+    torch.manual_seed(0)
+    m = _quick_model(4)
+    b, target = _batch(bands=4, n=2, seed=1), 0.05 + 0.4 * torch.rand(2, 4, 32, 32)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    for _ in range(2):  # enough: BatchNorm (either output) then differs by > 0.04 in eval mode
+        opt.zero_grad()
+        m.loss_without_ssim(b, target).backward()
+        opt.step()
+    with torch.no_grad():
+        train_out = m.train()(b)
+        eval_out = m.eval()(b)
+    torch.testing.assert_close(eval_out, train_out, rtol=0, atol=1e-5)
+    assert eval_out.min() > -0.5 and eval_out.max() < 1.5  # near reflectance, far from saturation
+    assert (eval_out - m.reference_start(b)).abs().max() < 0.5
+
+
+def test_checkpoint_rebuilds_the_quick_model():
+    quick_args = model_info("mustfn").recipe.for_budget(False)[1]
+    m = _quick_model(4).eval()
+    record = model_record("mustfn", m, band_names=None, scale_factor=None, overrides=quick_args)
+    assert {k: record["config"][k] for k in ("norm", "output", "start")} == {
+        "norm": m.norm, "output": m.output, "start": m.start}
+    ckpt = {**record, "model_state": m.state_dict()}
+    rebuilt = model_from_checkpoint(ckpt, "mustfn", bands=4).eval()
+    assert (rebuilt.norm, rebuilt.output, rebuilt.start) == (m.norm, m.output, m.start)
+    b = _batch(bands=4, n=1)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(b), m(b))
