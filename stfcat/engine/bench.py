@@ -375,6 +375,8 @@ def _row(method: str, m: dict[str, Any], reported: dict[str, Any], *, model_row:
         "metrics": m["mean"][method],
         "val_metrics": ((m.get("val") or {}).get("mean") or {}).get(method),  # validation, reported apart
         "val_cases": len((m.get("val") or {}).get("cases") or []),
+        # the same model with its untrained weights on the same test cases (trainable models)
+        "untrained_metrics": ((m.get("untrained") or {}).get("mean") if model_row else None),
         "params": m["params"] if model_row else 0,
         "train_seconds": m["train_seconds"] if model_row else 0.0,
         "infer_seconds": m["infer_seconds_by_method"].get(method),
@@ -399,7 +401,9 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
         "",
         f"Generated {board['generated']} (commit {board['commit'] or 'unknown'}), budget `{board['budget']}`, "
         f"seed {board['seed']}. Metrics are means over the test cases; definitions on the conventions page. "
-        "\"reported\" is the paper's own number where known (its protocol may differ), otherwise —.",
+        "\"reported\" is the paper's own number where known (its protocol may differ), otherwise —. "
+        "\"untrained\" is the same network with its seeded initial weights on the same test cases: "
+        "training must move it.",
         "",
     ]
     from stfcat.tasks import get_task
@@ -412,7 +416,7 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
         cols = task.board_columns
         head = ["model", "split", *[k.upper() for k in cols], "params", "train s", "infer s", "commit",
                 "reproduced here", f"reported in paper ({' / '.join(k.upper() for k in task.reported_metrics)})",
-                f"validation {task.primary_metric.upper()}"]
+                f"validation {task.primary_metric.upper()}", f"untrained {task.primary_metric.upper()}"]
         lines += [f"## {ds}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in sorted(rows, key=lambda r: (r["family"] != "trivial", r["metrics"].get(task.primary_metric) or 9e9)):
             rep = r.get("reported") or {}
@@ -421,6 +425,7 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
                 r["model"], r["split"], *[fmt(r["metrics"].get(k)) for k in cols],
                 f"{r['params']:,}", fmt(float(r["train_seconds"] or 0.0)), fmt(r["infer_seconds"]),
                 (r["commit"] or "—")[:12], "yes", rep_txt, fmt((r.get("val_metrics") or {}).get(task.primary_metric)),
+                fmt((r.get("untrained_metrics") or {}).get(task.primary_metric)),
             ]) + " |")
         lines.append("")
     failed = [x for x in board["runs"] if x.get("error")]
