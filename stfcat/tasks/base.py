@@ -156,6 +156,17 @@ class Task(abc.ABC):
                            target: Any, valid: Any) -> None:
         """The quick-look figure of a case (and, for rasters, the predicted image) under ``out``."""
 
+    # -- contract tests -----------------------------------------------------------------------
+    def example_data(self, width: int = 3, *, seed: int = 0) -> Any:
+        """A tiny in-memory dataset of the task with ``width`` channels (stations, bands), made
+        without files or downloads in well under a second, on which :meth:`model_kwargs`,
+        :meth:`prepare_model`, :meth:`cases` (``"train"``) and :meth:`training_sampler` work.
+        ``tests/test_contract.py`` builds, feeds and trains every registered model of the task
+        through these methods, so a new task's models are covered by the registry-wide contract.
+        Default: none (:class:`NotImplementedError`); fusion's contract inputs are scenes on disk,
+        built in the test module, because its tiled prediction and end-to-end checks need files."""
+        raise NotImplementedError(f"task {self.name!r} provides no example data")
+
     # -- leaderboard --------------------------------------------------------------------------
     def board_group(self, metrics: dict[str, Any]) -> str:
         """Title of the leaderboard table a run's rows go to: rows of one table are scored on the

@@ -18,6 +18,7 @@
 * metrics: MAE and RMSE over all stations and horizon steps, and per horizon step
   (``mae_h1`` ... ``rmse_h6``), in the data's unit;
 * figure: observed series and the model's 1-step and ``horizon``-step forecasts for a few stations.
+* contract tests: :meth:`TimeseriesTask.example_data`, four days of any number of stations in memory.
 """
 
 from __future__ import annotations
@@ -314,6 +315,27 @@ class TimeseriesTask(Task):
                            target, valid) -> None:
         _forecast_csv(out / "predictions" / f"{model_id}_{case.split}.csv", case, preds[model_id])
         _forecast_png(out / "quicklook" / f"{case.split}.png", case, model_id, preds, target)
+
+    # -- contract tests -----------------------------------------------------------------------
+    def example_data(self, width: int = 3, *, seed: int = 0) -> StationSeries:
+        """Four days of ``width`` hourly stations in memory (three to train, one to test), with the
+        demo's 24 h window and 6 h horizon so every baseline applies (same-hour-yesterday needs a
+        full day). A daily cycle plus a random walk: the hour of day and the last value both carry
+        signal, so a few training steps of a forecaster have something to learn."""
+        if width < 1:
+            raise ValueError(f"example_data: width (stations) must be >= 1, got {width}")
+        rng = np.random.default_rng(seed)
+        steps = 24 * 4
+        t0 = _dt.datetime(2021, 1, 1)
+        times = [(t0 + _dt.timedelta(hours=i)).isoformat(timespec="minutes") for i in range(steps)]
+        hours = np.arange(steps) % 24
+        cycle = np.cos(2 * np.pi * (hours[:, None] - rng.uniform(12, 16, width)) / 24.0)
+        walk = np.cumsum(rng.normal(0.0, 0.2, (steps, width)), axis=0)
+        values = (10.0 + rng.uniform(2, 5, width) * cycle + walk).astype(np.float32)
+        manifest = {"name": f"example-{width}-stations", "kind": "stations", "unit": "degC",
+                    "stations": [f"st{i + 1:02d}" for i in range(width)], "window": 24, "horizon": 6,
+                    "split": {"train": [times[0], times[71]], "test": [times[72], times[-1]]}}
+        return StationSeries(Path(manifest["name"]), manifest, times, values)
 
     def board_group(self, metrics: dict[str, Any]) -> str:
         return (f"{metrics['dataset']}: {len(metrics.get('stations') or [])} stations, "
