@@ -161,6 +161,9 @@ NOT_LEARNING = {
     "stfdcnn": "its untrained weights are identity CNNs, so the untrained model is the paper's two-level "
                "HPM fusion; the paper's stage losses (NLM on pooled images, SR on pooled fine) do not move "
                "the fused score on the demo in the quick budget (nor with Adam, bigger patches or a joint stage)",
+    "mustfn": "its quick start (GroupNorm, residual output from the delta start of both references) is already "
+              "better than delta untrained; training on the demo's few two-reference training triples makes the "
+              "test and validation scores worse (0.0179 -> 0.0196), from a mean start too (0.0231 -> 0.0283)",
 }
 """Models whose committed quick-budget demo row does not improve on its untrained weights, with why
 (reported on the site and in the note; a model leaves this list when a recipe makes it learn)."""
